@@ -1,0 +1,192 @@
+"""Settings: defaults < TOML file < TAGGER_* environment < command-line flags.
+
+This module is the only reader of config files and the environment; the rest of tagger
+receives one frozen `Settings` object.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tagger.errors import ConfigError
+
+ModelName = Literal["efficientnet_lite0", "resnet18"]
+
+IMAGE_EXTENSIONS = [
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".png",
+    ".gif",
+    ".webp",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".avif",
+    ".heic",
+    ".heif",
+]
+IGNORE_GLOBS = [
+    ".*",  # hidden files and folders: .DS_Store, ._IMG_1.jpg, rsync's .IMG_1.jpg.Xy12Ab
+    "@eaDir",  # Synology thumbnails
+    "#recycle",
+    "Thumbs.db",
+    "__MACOSX",
+    "*.tmp",
+    "*.temp",
+    "*.part",
+    "*.partial",
+    "*.crdownload",
+    "*~",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Section):
+    name: ModelName = "efficientnet_lite0"
+    weights_path: Path | None = Field(
+        default=None, description="a weights file to use instead of the bundled or fetched one"
+    )
+    threads: int = Field(default=0, ge=0, description="torch threads for inference; 0 = all cores")
+
+
+class BatchSettings(_Section):
+    size: int = Field(default=16, ge=1, le=256, description="images per forward pass")
+    max_wait: float = Field(
+        default=2.0, gt=0, description="seconds a partial batch waits for more images"
+    )
+
+
+class ScanSettings(_Section):
+    extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS))
+    ignore: list[str] = Field(default_factory=lambda: list(IGNORE_GLOBS))
+    follow_symlinks: bool = False
+    decode_workers: int = Field(default=2, ge=1, le=64)
+    max_pixels: int = Field(
+        default=200_000_000, ge=1, description="larger images are refused (decompression bombs)"
+    )
+
+
+class QuerySettings(_Section):
+    min_score: float = Field(
+        default=0.1, ge=0, le=1, description="tags below this score are left out of answers"
+    )
+
+
+class Settings(BaseSettings):
+    """Every setting tagger has; `config.example.toml` documents each one."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TAGGER_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    db: str = Field(default="", description="database path or SQLAlchemy URL; default: data_dir")
+    data_dir: Path = Field(default_factory=lambda: platformdirs.user_data_path("tagger"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    model: ModelSettings = ModelSettings()
+    batch: BatchSettings = BatchSettings()
+    scan: ScanSettings = ScanSettings()
+    query: QuerySettings = QuerySettings()
+
+    @property
+    def db_url(self) -> str:
+        if "://" in self.db:
+            return self.db
+        path = Path(self.db).expanduser() if self.db else self.data_dir / "tagger.db"
+        return f"sqlite:///{path.absolute()}"
+
+
+def default_config_file() -> Path:
+    return platformdirs.user_config_path("tagger") / "config.toml"
+
+
+def _config_file(explicit: Path | None) -> Path | None:
+    """The TOML file to read: --config, else TAGGER_CONFIG, else the user's one if present."""
+    named = explicit or (
+        Path(os.environ["TAGGER_CONFIG"]) if os.environ.get("TAGGER_CONFIG") else None
+    )
+    if named is not None:
+        if not named.is_file():
+            raise ConfigError(f"config file not found: {named}")
+        return named
+    fallback = default_config_file()
+    return fallback if fallback.is_file() else None
+
+
+def _sources(config_file: Path | None) -> list[tuple[str, PydanticBaseSettingsSource]]:
+    """The sources in falling priority, each with the name `config show` gives it."""
+    sources: list[tuple[str, PydanticBaseSettingsSource]] = [("env", EnvSettingsSource(Settings))]
+    if config_file is not None:
+        sources.append(
+            (str(config_file), TomlConfigSettingsSource(Settings, toml_file=config_file))
+        )
+    return sources
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the effective settings; `overrides` are command-line flags (None = not given)."""
+    file = _config_file(config_file)
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    sources = _sources(file)
+
+    class _Layered(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, *(source for _, source in sources))
+
+    try:
+        layered = _Layered(**flags)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+    return Settings.model_validate(layered.model_dump())
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def explain(
+    settings: Settings, config_file: Path | None = None, **overrides: Any
+) -> list[tuple[str, Any, str]]:
+    """Each setting as (dotted name, value, where it came from) for `tagger config show`."""
+    given = [("flag", _flatten({k: v for k, v in overrides.items() if v is not None}))]
+    given += [(name, _flatten(source())) for name, source in _sources(_config_file(config_file))]
+    rows = []
+    for key, value in _flatten(settings.model_dump(mode="json")).items():
+        origin = next((name for name, values in given if key in values), "default")
+        rows.append((key, value, origin))
+    return rows

@@ -1,0 +1,142 @@
+"""Read-only questions behind `tagger query`, `show`, `labels`, `duplicates` and `errors`."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+from sqlalchemy import func, select
+
+from tagger.errors import TaggerError
+from tagger.schema import File, Image, ImageStatus, Tag
+from tagger.store import Store
+
+Row = dict[str, Any]
+
+
+def resolve_label(name: str, labels: list[str]) -> list[int]:
+    """Class indices a user's word means: the exact label, or labels holding it as a word.
+
+    `cat` finds "tiger cat" and "Persian cat" but not "catamaran"; `hotdog` finds "hotdog".
+    """
+    wanted = name.strip().lower()
+    if not wanted:
+        raise TaggerError("the label is empty")
+    word = re.compile(rf"(^|[\s_-]){re.escape(wanted)}($|[\s_-])")
+    found = [
+        i for i, label in enumerate(labels) if label.lower() == wanted or word.search(label.lower())
+    ]
+    if found:
+        return found
+    close = difflib.get_close_matches(wanted, [label.lower() for label in labels], n=3, cutoff=0.7)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise TaggerError(
+        f"no ImageNet label matches {name!r}{hint} (`tagger labels --all` lists them)"
+    )
+
+
+def by_label(store: Store, classes: list[int], min_score: float, limit: int | None) -> list[Row]:
+    """Files whose image has one of `classes` at `min_score` or more, best first."""
+    statement = (
+        select(File.path, Tag.label, Tag.score, Tag.rank)
+        .join(Image, File.image_id == Image.id)
+        .join(Tag, Tag.image_id == Image.id)
+        .where(Tag.class_index.in_(classes), Tag.score >= min_score)
+        .order_by(Tag.score.desc(), File.path)
+    )
+    rows: dict[str, Row] = {}
+    with store.session() as session:
+        for path, label, score, rank in session.execute(statement):
+            if path not in rows:  # best tag per file only
+                rows[path] = {"path": path, "label": label, "score": round(score, 4), "rank": rank}
+                if limit is not None and len(rows) >= limit:
+                    break
+    return list(rows.values())
+
+
+def file_report(store: Store, path: str) -> Row | None:
+    """Everything known about one path, or None if it was never seen."""
+    with store.session() as session:
+        row = session.scalars(select(File).where(File.path == path)).one_or_none()
+        if row is None:
+            return None
+        image = row.image
+        report: Row = {
+            "path": row.path,
+            "status": "failed" if row.error else "unknown",
+            "error": row.error,
+            "tags": [],
+        }
+        if image is not None:
+            report |= {
+                "status": image.status,
+                "error": image.error,
+                "sha256": image.sha256,
+                "width": image.width,
+                "height": image.height,
+                "format": image.format,
+                "model": image.model,
+                "weights_sha256": image.weights_sha256,
+                "tagged_at": image.tagged_at.isoformat() if image.tagged_at else None,
+                "tags": [
+                    {
+                        "rank": t.rank,
+                        "label": t.label,
+                        "class_index": t.class_index,
+                        "score": round(t.score, 4),
+                    }
+                    for t in image.tags
+                ],
+            }
+        return report
+
+
+def label_counts(store: Store, min_score: float) -> list[Row]:
+    """How many files carry each label at `min_score` or more, most common first."""
+    files = func.count(func.distinct(File.id))
+    statement = (
+        select(Tag.label, files)
+        .join(File, File.image_id == Tag.image_id)
+        .where(Tag.score >= min_score)
+        .group_by(Tag.label)
+        .order_by(files.desc(), Tag.label)
+    )
+    with store.session() as session:
+        return [{"label": label, "files": count} for label, count in session.execute(statement)]
+
+
+def duplicate_groups(store: Store) -> list[Row]:
+    """Paths that hold identical, successfully tagged content, grouped by content."""
+    shared = (
+        select(File.image_id)
+        .where(File.image_id.is_not(None))
+        .group_by(File.image_id)
+        .having(func.count() > 1)
+    )
+    statement = (
+        select(Image.sha256, File.path)
+        .join(File, File.image_id == Image.id)
+        .where(Image.id.in_(shared), Image.status == ImageStatus.TAGGED)
+        .order_by(Image.sha256, File.path)
+    )
+    groups: dict[str, list[str]] = {}
+    with store.session() as session:
+        for sha256, path in session.execute(statement):
+            groups.setdefault(sha256, []).append(path)
+    return [{"sha256": sha, "paths": paths} for sha, paths in groups.items()]
+
+
+def failures(store: Store) -> list[Row]:
+    """Files that could not be tagged, with the reason."""
+    statement = (
+        select(File.path, func.coalesce(File.error, Image.error), File.last_seen)
+        .outerjoin(Image, File.image_id == Image.id)
+        .where((File.error.is_not(None)) | (Image.status == ImageStatus.FAILED))
+        .order_by(File.path)
+    )
+    with store.session() as session:
+        return [
+            {"path": path, "reason": reason, "last_seen": seen.isoformat()}
+            for path, reason, seen in session.execute(statement)
+        ]

@@ -1,0 +1,94 @@
+"""The small values handed from one pipeline stage to the next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file as found on disk; size and mtime tell whether it changed since last time."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Hashed:
+    file: FileInfo
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image, already cropped and resized to the model's input (HxWx3 uint8)."""
+
+    hashed: Hashed
+    pixels: npt.NDArray[np.uint8]
+    width: int
+    height: int
+    format: str
+
+
+@dataclass(frozen=True)
+class Tag:
+    label: str
+    class_index: int
+    score: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class ModelId:
+    """Which model produced a result; a change of either field means results are stale."""
+
+    name: str
+    weights_sha256: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that could not be tagged, with the reason shown by `tagger errors`."""
+
+    file: FileInfo
+    reason: str
+    sha256: str | None = None
+    permanent: bool = True
+
+
+class Outcome(StrEnum):
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+
+
+@dataclass
+class Summary:
+    """What a run did, counted per file."""
+
+    counts: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
+
+    def add(self, outcome: Outcome) -> None:
+        self.counts[outcome] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __str__(self) -> str:
+        c = self.counts
+        return (
+            f"{self.total} files: {c[Outcome.NEW]} new, {c[Outcome.DUPLICATE]} duplicate content, "
+            f"{c[Outcome.UNCHANGED]} unchanged, {c[Outcome.FAILED]} failed"
+        )

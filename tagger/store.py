@@ -1,0 +1,315 @@
+"""The database: engine, schema version checks, and the single writer thread."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, delete, event, inspect, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from tagger.errors import SchemaError, TaggerError
+from tagger.records import Decoded, Failure, FileInfo, ModelId, Tag, utcnow
+from tagger.schema import File, Image, ImageStatus
+from tagger.schema import Tag as TagRow
+
+log = logging.getLogger(__name__)
+_BUSY_TIMEOUT_S = 30
+
+
+def migrations_dir() -> Path:
+    """`migrations/` in a source checkout, `tagger/_migrations` in an installed wheel."""
+    packaged = Path(__file__).parent / "_migrations"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "migrations"
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["engine"] = engine
+    return config
+
+
+def make_engine(url: str) -> Engine:
+    """An engine; for SQLite: WAL, foreign keys, and waiting (not failing) on a busy database."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": _BUSY_TIMEOUT_S})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_S * 1000}")
+        cursor.close()
+
+    return engine
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str]:
+    """(the database's schema revision, the revision this tagger needs)."""
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    assert head is not None
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    return current, head
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Bring the schema to the newest revision; returns (before, after)."""
+    before, head = schema_revisions(engine)
+    if before != head:
+        command.upgrade(alembic_config(engine), "head")
+    return before, head
+
+
+def check_schema(engine: Engine) -> None:
+    """Create the schema of a new database; refuse one whose schema is not the current one."""
+    current, head = schema_revisions(engine)
+    if current == head:
+        return
+    if current is None:
+        if inspect(engine).get_table_names():
+            raise SchemaError(
+                f"{engine.url.database or engine.url} holds tables but no "
+                "tagger schema version; is it a tagger database?"
+            )
+        upgrade(engine)
+        return
+    known = {
+        rev.revision for rev in ScriptDirectory.from_config(alembic_config(engine)).walk_revisions()
+    }
+    if current not in known:
+        raise SchemaError(
+            f"the database schema ({current}) is newer than this tagger knows; upgrade tagger"
+        )
+    raise SchemaError(
+        f"the database schema is out of date ({current}, needs {head}): back it up, "
+        "then run `tagger db upgrade`"
+    )
+
+
+@dataclass(frozen=True)
+class FileState:
+    size: int
+    mtime_ns: int
+    image: ImageState | None
+
+
+@dataclass(frozen=True)
+class ImageState:
+    status: str
+    model: ModelId | None
+
+    def current(self, model: ModelId) -> bool:
+        """True when nothing is left to do: tagged by this model, or known bad content."""
+        return self.status == ImageStatus.FAILED or self.model == model
+
+
+class Store:
+    """Opens the database (creating or checking its schema) and answers the pipeline's reads."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        try:
+            check_schema(self.engine)
+        except SQLAlchemyError as exc:
+            raise TaggerError(
+                f"cannot open database {url}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+            ) from None
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine) as session:
+            yield session
+
+    def file_state(self, path: str) -> FileState | None:
+        with self.session() as session:
+            row = session.scalars(select(File).where(File.path == path)).one_or_none()
+            if row is None:
+                return None
+            image = _image_state(row.image) if row.image is not None else None
+            return FileState(row.size, row.mtime_ns, image)
+
+    def image_state(self, sha256: str) -> ImageState | None:
+        with self.session() as session:
+            row = session.scalars(select(Image).where(Image.sha256 == sha256)).one_or_none()
+            return _image_state(row) if row is not None else None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _image_state(row: Image) -> ImageState:
+    model = ModelId(row.model, row.weights_sha256 or "") if row.model else None
+    return ImageState(row.status, model)
+
+
+# What the pipeline asks the writer to record.
+@dataclass(frozen=True)
+class Tagged:
+    decoded: Decoded
+    tags: list[Tag]
+    model: ModelId
+
+
+@dataclass(frozen=True)
+class Link:
+    """A path that holds content already tagged, or being tagged in this run."""
+
+    file: FileInfo
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Seen:
+    file: FileInfo
+
+
+Op = Tagged | Failure | Link | Seen
+_STOP = object()
+
+
+class StoreWriter:
+    """The one thread that writes to the database, fed by a queue, stopped by a sentinel.
+
+    Each drained group of operations is one short transaction, so a kill loses at most the
+    group in flight and never leaves half of one image behind.
+    """
+
+    def __init__(self, store: Store, group: int = 256) -> None:
+        self._store = store
+        self._group = group
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._pending_links: defaultdict[str, list[FileInfo]] = defaultdict(list)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tagger-store-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, op: Op) -> None:
+        self.check()
+        self._queue.put(op)
+
+    def check(self) -> None:
+        """Re-raise, in the caller, a failure of the writer thread."""
+        if self._error is not None:
+            raise TaggerError(f"cannot write to the database: {self._error}") from self._error
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join()
+        self.check()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        while True:
+            ops = [self._queue.get()]
+            while ops[-1] is not _STOP and len(ops) < self._group:
+                try:
+                    ops.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = ops[-1] is _STOP
+            work = [op for op in ops if op is not _STOP]
+            if work and self._error is None:
+                try:
+                    self._write(work)
+                except Exception as exc:
+                    log.error("database write failed: %s", exc)
+                    self._error = exc
+            if stop:
+                return
+
+    def _write(self, ops: list[Any]) -> None:
+        now = utcnow()
+        with Session(self._store.engine) as session, session.begin():
+            for op in ops:
+                if isinstance(op, Tagged):
+                    image = self._upsert_image(
+                        session, op.decoded.hashed.sha256, op.decoded.hashed.file.size, now
+                    )
+                    image.width, image.height = op.decoded.width, op.decoded.height
+                    image.format = op.decoded.format
+                    image.model, image.weights_sha256 = op.model.name, op.model.weights_sha256
+                    image.status, image.error = ImageStatus.TAGGED, None
+                    session.execute(delete(TagRow).where(TagRow.image_id == image.id))
+                    image.tags = [
+                        TagRow(label=t.label, class_index=t.class_index, score=t.score, rank=t.rank)
+                        for t in op.tags
+                    ]
+                    self._link_all(session, image, op.decoded.hashed.file, now)
+                elif isinstance(op, Failure) and op.sha256 is not None:
+                    image = self._upsert_image(session, op.sha256, op.file.size, now)
+                    image.status, image.error = ImageStatus.FAILED, op.reason
+                    image.tags = []
+                    self._link_all(session, image, op.file, now)
+                elif isinstance(op, Failure):
+                    _upsert_file(session, op.file, None, now, error=op.reason)
+                elif isinstance(op, Link):
+                    found = session.scalars(
+                        select(Image).where(Image.sha256 == op.sha256)
+                    ).one_or_none()
+                    if found is None:
+                        self._pending_links[op.sha256].append(op.file)
+                    else:
+                        _upsert_file(session, op.file, found, now)
+                else:
+                    _upsert_file(session, op.file, None, now, touch_only=True)
+
+    def _upsert_image(self, session: Session, sha256: str, size: int, now: Any) -> Image:
+        image = session.scalars(select(Image).where(Image.sha256 == sha256)).one_or_none()
+        if image is None:
+            image = Image(sha256=sha256, size=size, status=ImageStatus.FAILED, tagged_at=now)
+            session.add(image)
+            session.flush()
+        image.tagged_at = now
+        return image
+
+    def _link_all(self, session: Session, image: Image, file: FileInfo, now: Any) -> None:
+        for each in [file, *self._pending_links.pop(image.sha256, [])]:
+            _upsert_file(session, each, image, now)
+
+
+def _upsert_file(
+    session: Session,
+    file: FileInfo,
+    image: Image | None,
+    now: Any,
+    error: str | None = None,
+    touch_only: bool = False,
+) -> None:
+    row = session.scalars(select(File).where(File.path == file.path)).one_or_none()
+    if row is None:
+        if touch_only:
+            return
+        row = File(path=file.path, size=file.size, mtime_ns=file.mtime_ns, first_seen=now)
+        session.add(row)
+    row.last_seen = now
+    if touch_only:
+        return
+    row.size, row.mtime_ns, row.error = file.size, file.mtime_ns, error
+    row.image = image
