@@ -87,7 +87,7 @@ def check_schema(engine: Engine) -> None:
     if current == head:
         return
     if current is None:
-        if inspect(engine).get_table_names():
+        if set(inspect(engine).get_table_names()) - {"alembic_version"}:
             raise SchemaError(
                 f"{engine.url.database or engine.url} holds tables but no "
                 "tagger schema version; is it a tagger database?"
