@@ -143,7 +143,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """Build the effective settings; `overrides` are command-line flags (None = not given)."""
     file = _config_file(config_file)
     flags = {k: v for k, v in overrides.items() if v is not None}
-    sources = _sources(file)
+    try:
+        sources = _sources(file)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
 
     class _Layered(Settings):
         @classmethod
@@ -159,8 +162,6 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
     try:
         layered = _Layered(**flags)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()

@@ -225,7 +225,8 @@ class Classifier:
 
     def logits(self, pixels: npt.NDArray[np.uint8]) -> torch.Tensor:
         """Raw scores for a batch of HxWx3 uint8 images (N, 1000)."""
-        batch = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
+        writable = pixels if pixels.flags.writeable else pixels.copy()
+        batch = torch.from_numpy(writable).permute(0, 3, 1, 2).float()
         batch = ((batch - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             out: torch.Tensor = self._module(batch)

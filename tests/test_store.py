@@ -1,0 +1,95 @@
+"""Migrations and the single writer, on real SQLite files."""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect
+
+from conftest import Result
+from tagger.batching import END, batches
+from tagger.errors import SchemaError
+from tagger.records import FileInfo, Hashed, Decoded, ModelId, Tag
+from tagger.store import Link, Store, StoreWriter, Tagged, alembic_config, make_engine, schema_revisions
+
+import numpy as np
+
+
+def test_upgrade_from_empty_to_head(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'new.db'}")
+    assert schema_revisions(engine)[0] is None
+    command.upgrade(alembic_config(engine), "head")
+    current, head = schema_revisions(engine)
+    assert current == head
+    assert {"images", "files", "tags"} <= set(inspect(engine).get_table_names())
+
+
+def test_models_and_migrations_agree(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'check.db'}")
+    config = alembic_config(engine)
+    command.upgrade(config, "head")
+    command.check(config)  # raises if the tables in tagger/schema.py need a new migration
+
+
+def test_first_use_creates_the_schema_with_sqlite_settings(tmp_path: Path) -> None:
+    Store(f"sqlite:///{tmp_path / 'sub' / 'auto.db'}").close()
+    with sqlite3.connect(tmp_path / "sub" / "auto.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1
+
+
+def test_a_schema_from_elsewhere_is_never_used_silently(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'odd.db'}"
+    Store(url).close()
+    with sqlite3.connect(tmp_path / "odd.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    with pytest.raises(SchemaError, match="newer than this tagger knows"):
+        Store(url)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE photos (id INTEGER)")
+    with pytest.raises(SchemaError, match="no tagger schema version"):
+        Store(f"sqlite:///{other}")
+
+
+def test_db_commands(tagger: Callable[..., Result], tmp_path: Path) -> None:
+    assert "empty" in tagger("db", "status").out
+    assert "->" in tagger("db", "upgrade").out
+    assert tagger("db", "status").out.rstrip().endswith("current")
+    assert "is current" in tagger("db", "upgrade").out
+
+
+def test_links_to_content_still_being_tagged_wait_for_it(tmp_path: Path) -> None:
+    """A duplicate found while its twin is in the model is stored once the twin is."""
+    store = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    twin = FileInfo(str(tmp_path / "b.jpg"), 10, 1)
+    first = Hashed(FileInfo(str(tmp_path / "a.jpg"), 10, 1), "ab" * 32)
+    decoded = Decoded(first, np.zeros((2, 2, 3), np.uint8), 2, 2, "JPEG")
+    with StoreWriter(store) as writer:
+        writer.put(Link(twin, first.sha256))
+        writer.put(Tagged(decoded, [Tag("tabby", 281, 0.9, 1)], ModelId("m", "0" * 64)))
+    with sqlite3.connect(tmp_path / "w.db") as db:
+        rows = db.execute("SELECT path, image_id FROM files ORDER BY path").fetchall()
+    assert [r[0] for r in rows] == [first.file.path, twin.path] and rows[0][1] == rows[1][1]
+    store.close()
+
+
+def test_batches_fill_up_or_leave_after_max_wait() -> None:
+    source: queue.Queue[object] = queue.Queue()
+    for item in range(5):
+        source.put(item)
+    got = batches(source, size=2, max_wait=60)
+    assert next(got) == [0, 1] and next(got) == [2, 3]
+    # A partial batch leaves after max_wait even though END has not come yet.
+    assert next(batches(source, size=2, max_wait=0.05)) == [4]
+    source.put(7)
+    later = threading.Timer(0.01, source.put, args=(END,))
+    later.start()
+    assert list(batches(source, size=10, max_wait=60)) == [[7]]
+    later.join()
