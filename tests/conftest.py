@@ -61,9 +61,7 @@ class Result:
 
 
 @pytest.fixture
-def tagger(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> Callable[..., Result]:
+def tagger(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Callable[..., Result]:
     """Run the real `tagger` entry point in-process on a database in tmp_path."""
     db = tmp_path / "tagger.db"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 import pytest
-
 from conftest import PHOTOS, Result
+
 from tagger.cli import cli
 
 
@@ -43,7 +43,10 @@ def test_unknown_label_is_one_line_with_a_suggestion(
     tagger("scan", str(photo_dir))
     result = tagger("query", "--label", "hotdgo")
     assert result.code == 1
-    assert result.err == "error: no ImageNet label matches 'hotdgo'; did you mean 'hotdog'? (`tagger labels --all` lists them)\n"
+    assert result.err == (
+        "error: no ImageNet label matches 'hotdgo'; did you mean 'hotdog'?"
+        " (`tagger labels --all` lists them)\n"
+    )
 
 
 def test_query_formats(tagger: Callable[..., Result], photo_dir: Path) -> None:
@@ -55,7 +58,11 @@ def test_query_formats(tagger: Callable[..., Result], photo_dir: Path) -> None:
     assert csv.out.splitlines()[0] == "path,label,score"
     nothing = tagger("query", "--label", "alp")
     assert nothing.code == 0 and nothing.out == "" and "no files tagged 'alp'" in nothing.err
-    limited = json.loads(tagger("query", "--label", "cat", "--limit", "1", "--format", "json", "--min-score", "0").out)
+    limited = json.loads(
+        tagger(
+            "query", "--label", "cat", "--limit", "1", "--format", "json", "--min-score", "0"
+        ).out
+    )
     assert len(limited) == 1
 
 
@@ -85,7 +92,9 @@ def test_predict_prints_top3_without_storing(tagger: Callable[..., Result], tmp_
     assert failed.code == 1 and "empty file" in failed.err
 
 
-def test_scan_of_a_missing_folder_is_a_usage_error(tagger: Callable[..., Result], tmp_path: Path) -> None:
+def test_scan_of_a_missing_folder_is_a_usage_error(
+    tagger: Callable[..., Result], tmp_path: Path
+) -> None:
     result = tagger("scan", str(tmp_path / "nowhere"))
     assert result.code == 2 and "does not exist" in result.err
 
@@ -105,10 +114,16 @@ def test_missing_resnet_weights_is_one_line(tagger: Callable[..., Result]) -> No
 
 def test_installed_entry_points(tmp_path: Path) -> None:
     """`python -m tagger` and the console script run; errors carry no traceback."""
-    module = subprocess.run([sys.executable, "-m", "tagger", "--version"], capture_output=True, text=True)
+    module = subprocess.run(
+        [sys.executable, "-m", "tagger", "--version"], capture_output=True, text=True
+    )
     assert module.returncode == 0 and "tagger, version" in module.stdout
     script = Path(sys.executable).parent / "tagger"
     bad = subprocess.run(
-        [str(script), "--db", str(tmp_path / "t.db"), "show", "nope.jpg"], capture_output=True, text=True
+        [str(script), "--db", str(tmp_path / "t.db"), "show", "nope.jpg"],
+        capture_output=True,
+        text=True,
     )
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr and bad.stderr.startswith("error: ")
+    assert (
+        bad.returncode == 1 and "Traceback" not in bad.stderr and bad.stderr.startswith("error: ")
+    )

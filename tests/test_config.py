@@ -4,8 +4,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import Result
+
 from tagger.config import load_settings
 from tagger.errors import ConfigError
 
@@ -40,7 +40,9 @@ def test_config_from_env_var_and_errors(tmp_path: Path, monkeypatch: pytest.Monk
     file = tmp_path / "c.toml"
     file.write_text("[batch]\nsize = 0\n")
     monkeypatch.setenv("TAGGER_CONFIG", str(file))
-    with pytest.raises(ConfigError, match=r"batch.size: Input should be greater than or equal to 1"):
+    with pytest.raises(
+        ConfigError, match=r"batch.size: Input should be greater than or equal to 1"
+    ):
         load_settings()
     file.write_text("[batch\n")
     with pytest.raises(ConfigError, match="not valid TOML"):

@@ -48,7 +48,9 @@ def test_colour_modes_become_rgb(
     tmp_path: Path, mode: str, color: object, suffix: str, expected: tuple[int, ...]
 ) -> None:
     path = tmp_path / f"image{suffix}"
-    Image.new(mode, (300, 200), color).save(path, **({"lossless": True} if suffix == ".webp" else {}))
+    Image.new(mode, (300, 200), color).save(
+        path, **({"lossless": True} if suffix == ".webp" else {})
+    )
     got = centre(run(path))
     assert max(abs(a - b) for a, b in zip(got, expected, strict=True)) <= 3, got
 
@@ -73,7 +75,7 @@ def test_animation_uses_the_first_frame(tmp_path: Path) -> None:
     path = tmp_path / "anim.gif"
     frames = [Image.new("RGB", (64, 64), c) for c in ((255, 0, 0), (0, 0, 255))]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=100)
-    red, green, blue = centre(run(path))
+    red, _green, blue = centre(run(path))
     assert red > 200 and blue < 50
 
 
@@ -81,8 +83,17 @@ def test_animation_uses_the_first_frame(tmp_path: Path) -> None:
 def test_avif(tmp_path: Path) -> None:
     path = tmp_path / "image.avif"
     Image.new("RGB", (128, 96), (0, 0, 200)).save(path, quality=95)
-    red, green, blue = centre(run(path))
+    red, _green, blue = centre(run(path))
     assert blue > 150 and red < 50
+
+
+def test_heif_through_the_optional_extra(tmp_path: Path) -> None:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    path = tmp_path / "phone.heic"
+    Image.new("RGB", (128, 96), (0, 0, 200)).save(path, quality=90)
+    decoded = run(path)
+    assert decoded.format == "HEIF" and centre(decoded)[2] > 150
 
 
 @pytest.mark.parametrize("rotated", ["Portrait_3", "Portrait_6", "Portrait_8", "Landscape_6"])
@@ -107,18 +118,28 @@ def test_draft_decode_is_close_to_a_full_decode() -> None:
     full = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
     side = min(full.size) * 224 / 256
     left, top = (full.width - side) / 2, (full.height - side) / 2
-    reference = full.resize((224, 224), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side))
+    reference = full.resize(
+        (224, 224), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)
+    )
     diff = np.abs(np.asarray(reference).astype(int) - run(path).pixels).mean()
     assert diff < 1.5, diff
 
 
 def png_declaring(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims a huge size: a decompression bomb's calling card."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(
@@ -132,7 +153,9 @@ def png_declaring(width: int, height: int) -> bytes:
     ],
     ids=["empty", "html", "random", "bomb", "truncated"],
 )
-def test_bad_files_raise_bad_image_with_a_reason(tmp_path: Path, content: bytes, reason: str) -> None:
+def test_bad_files_raise_bad_image_with_a_reason(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
     path = tmp_path / "bad.jpg"
     path.write_bytes(content)
     with pytest.raises(BadImage, match=reason):

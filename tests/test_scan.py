@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import Result
 
 
@@ -48,7 +47,8 @@ def test_scan_tags_finds_dedups_and_records_errors(
     assert isinstance(cats, list)
     cat_paths = {row["path"] for row in cats}
     assert cat_paths == {
-        str(library / "coral_cat_720p.jpg"), str(library / "2024" / "trip" / "cat copy.jpg")
+        str(library / "coral_cat_720p.jpg"),
+        str(library / "2024" / "trip" / "cat copy.jpg"),
     }
     assert all(row["label"].endswith("cat") and row["score"] > 0.3 for row in cats)
 
@@ -78,21 +78,27 @@ def test_scan_tags_finds_dedups_and_records_errors(
             " WHERE path LIKE '%cat_720p.jpg' OR path LIKE '%cat copy.jpg'"
         ).fetchone()[0]
         tags = db.execute("SELECT count(*) FROM tags").fetchone()[0]
-        models = db.execute("SELECT DISTINCT model, substr(weights_sha256, 1, 12) FROM images"
-                            " WHERE status = 'tagged'").fetchall()
+        models = db.execute(
+            "SELECT DISTINCT model, substr(weights_sha256, 1, 12) FROM images"
+            " WHERE status = 'tagged'"
+        ).fetchall()
     assert (sha_rows, distinct) == (2, 1)
     assert tags == 9 * 5  # top 5 per distinct image
     assert models == [("efficientnet_lite0", "579344248a93")]
 
 
-def test_second_scan_does_no_inference(tagger: Callable[..., Result], library: Path, tmp_path: Path) -> None:
+def test_second_scan_does_no_inference(
+    tagger: Callable[..., Result], library: Path, tmp_path: Path
+) -> None:
     tagger("scan", str(library))
     with sqlite3.connect(tmp_path / "tagger.db") as db:
         before = db.execute("SELECT sha256, tagged_at FROM images ORDER BY sha256").fetchall()
     second = tagger("scan", str(library))
     assert "0 new, 0 duplicate content, 13 unchanged, 0 failed" in second.out
     with sqlite3.connect(tmp_path / "tagger.db") as db:
-        assert db.execute("SELECT sha256, tagged_at FROM images ORDER BY sha256").fetchall() == before
+        assert (
+            db.execute("SELECT sha256, tagged_at FROM images ORDER BY sha256").fetchall() == before
+        )
 
 
 def test_changed_and_added_files_are_picked_up(
@@ -113,7 +119,9 @@ def test_rotated_photos_get_the_upright_twins_label(
 ) -> None:
     tagger("scan", str(photo_dir))
     top1 = {
-        name: json_out(tagger("show", "--format", "json", str(photo_dir / f"orientation_{name}.jpg")))["tags"][0]["label"]  # type: ignore[index]
+        name: json_out(
+            tagger("show", "--format", "json", str(photo_dir / f"orientation_{name}.jpg"))
+        )["tags"][0]["label"]  # type: ignore[index]
         for name in ("Portrait_1", "Portrait_3", "Portrait_6", "Portrait_8")
     }
     assert set(top1.values()) == {top1["Portrait_1"]}, top1

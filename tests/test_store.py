@@ -8,17 +8,24 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from alembic import command
+from conftest import Result
 from sqlalchemy import inspect
 
-from conftest import Result
 from tagger.batching import END, batches
 from tagger.errors import SchemaError
-from tagger.records import FileInfo, Hashed, Decoded, ModelId, Tag
-from tagger.store import Link, Store, StoreWriter, Tagged, alembic_config, make_engine, schema_revisions
-
-import numpy as np
+from tagger.records import Decoded, FileInfo, Hashed, ModelId, Tag
+from tagger.store import (
+    Link,
+    Store,
+    StoreWriter,
+    Tagged,
+    alembic_config,
+    make_engine,
+    schema_revisions,
+)
 
 
 def test_upgrade_from_empty_to_head(tmp_path: Path) -> None:
