@@ -175,7 +175,7 @@ def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int
 def query(app: App, label: str, min_score: float | None, limit: int | None, fmt: str) -> None:
     """Find files by label, best matches first.
 
-    A word matches every label that contains it: `cat` finds tabby-free labels such as
+    A word matches every label that contains it as a word: `cat` finds labels such as
     "tiger cat" and "Persian cat"; give the full label to match just that one.
     """
     settings = app.settings()

@@ -103,7 +103,7 @@ class Pipeline:
                     continue
                 hashed = hash_file(file)
             except SkipFile as skip:
-                self._fail(writer, Failure(FileInfo(str(path), 0, 0), skip.reason, permanent=False))
+                self._fail(writer, Failure(FileInfo(str(path), 0, 0), skip.reason))
                 continue
             known = self._store.image_state(hashed.sha256)
             if hashed.sha256 in seen_this_run or (known is not None and known.current(model)):

@@ -58,12 +58,15 @@ class ModelId:
 
 @dataclass(frozen=True)
 class Failure:
-    """A file that could not be tagged, with the reason shown by `tagger errors`."""
+    """A file that could not be tagged, with the reason shown by `tagger errors`.
+
+    With a sha256 the content is bad (kept until the file changes); without one the file
+    could not be read at all, and the next scan tries again.
+    """
 
     file: FileInfo
     reason: str
     sha256: str | None = None
-    permanent: bool = True
 
 
 class Outcome(StrEnum):
