@@ -99,7 +99,7 @@ def _orientation(image: Image.Image) -> int:
     try:
         return int(image.getexif().get(_ORIENTATION_TAG, 1))
     except Exception:  # A corrupt EXIF block must not cost us the pixels.
-        log.debug("unreadable EXIF in %s", image.filename if hasattr(image, "filename") else "?")
+        log.debug("unreadable EXIF in %s; orientation ignored", getattr(image, "filename", "?"))
         return 1
 
 

@@ -74,9 +74,8 @@ def _utf8(text: str) -> bool:
 
 def _printable(path: Path) -> str:
     """The path with undecodable bytes and control characters escaped, safe for a log line."""
-    return (
-        ascii(str(path))[1:-1] if not str(path).isprintable() or not _utf8(str(path)) else str(path)
-    )
+    text = str(path)
+    return text if text.isprintable() and _utf8(text) else ascii(text)[1:-1]
 
 
 def _log_walk_error(error: OSError) -> None:

@@ -152,11 +152,15 @@ class Store:
 
     def image_state(self, sha256: str) -> ImageState | None:
         with self.session() as session:
-            row = session.scalars(select(Image).where(Image.sha256 == sha256)).one_or_none()
+            row = _find_image(session, sha256)
             return _image_state(row) if row is not None else None
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _find_image(session: Session, sha256: str) -> Image | None:
+    return session.scalars(select(Image).where(Image.sha256 == sha256)).one_or_none()
 
 
 def _image_state(row: Image) -> ImageState:
@@ -270,9 +274,7 @@ class StoreWriter:
                 elif isinstance(op, Failure):
                     _upsert_file(session, op.file, None, now, error=op.reason)
                 elif isinstance(op, Link):
-                    found = session.scalars(
-                        select(Image).where(Image.sha256 == op.sha256)
-                    ).one_or_none()
+                    found = _find_image(session, op.sha256)
                     if found is None:
                         self._pending_links[op.sha256].append(op.file)
                     else:
@@ -281,7 +283,7 @@ class StoreWriter:
                     _upsert_file(session, op.file, None, now, touch_only=True)
 
     def _upsert_image(self, session: Session, sha256: str, size: int, now: Any) -> Image:
-        image = session.scalars(select(Image).where(Image.sha256 == sha256)).one_or_none()
+        image = _find_image(session, sha256)
         if image is None:
             image = Image(sha256=sha256, size=size, status=ImageStatus.FAILED, tagged_at=now)
             session.add(image)
