@@ -179,7 +179,7 @@ def query(app: App, label: str, min_score: float | None, limit: int | None, fmt:
     "tiger cat" and "Persian cat"; give the full label to match just that one.
     """
     settings = app.settings()
-    from tagger.model import imagenet_labels
+    from tagger.labels import imagenet_labels
     from tagger.query import by_label, resolve_label
 
     classes = resolve_label(label, imagenet_labels())
@@ -231,7 +231,7 @@ def show(app: App, path: Path, fmt: str) -> None:
 def labels(app: App, min_score: float | None, all_labels: bool, fmt: str) -> None:
     """Count files per label, most common first."""
     if all_labels:
-        from tagger.model import imagenet_labels
+        from tagger.labels import imagenet_labels
 
         rows = [{"class_index": i, "label": name} for i, name in enumerate(imagenet_labels())]
         _print(rows, ["class_index", "label"], fmt)

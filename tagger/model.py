@@ -17,19 +17,13 @@ from torch import nn
 
 from tagger.decode import Geometry
 from tagger.errors import WeightsError
+from tagger.labels import imagenet_labels
 from tagger.records import ModelId, Tag
 
 log = logging.getLogger(__name__)
 
 TOP_K = 5  # tags stored per image
 _HUB_NAME = re.compile(r"-([0-9a-f]{8,64})\.pth?$")  # torch.hub's "name-<sha256 prefix>.pth"
-
-
-def imagenet_labels() -> list[str]:
-    """The 1000 ImageNet-1k class names, in class-index order, from torchvision's metadata."""
-    from torchvision.models import ResNet18_Weights
-
-    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import torch
 from tagger.decode import decode
 from tagger.errors import WeightsError
 from tagger.hashing import hash_file, stat_file
-from tagger.model import MODELS, Classifier, imagenet_labels
+from tagger.labels import imagenet_classes, imagenet_labels
+from tagger.model import MODELS, Classifier
 
 PHOTOS = Path(__file__).parent / "photos"
 
@@ -26,6 +27,18 @@ def test_labels_are_imagenet_in_class_order() -> None:
     labels = imagenet_labels()
     assert len(labels) == 1000
     assert (labels[0], labels[281], labels[934], labels[970]) == ("tench", "tabby", "hotdog", "alp")
+    classes = imagenet_classes()
+    assert (classes[0].wnid, classes[281].wnid, classes[970].wnid) == (
+        "n01440764",
+        "n02123045",
+        "n09193705",
+    )
+
+
+def test_shipped_names_are_torchvisions() -> None:
+    from torchvision.models import ResNet18_Weights
+
+    assert imagenet_labels() == ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
 
 
 def test_efficientnet_logits_match_the_reference_implementation(classifier: Classifier) -> None:
