@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from tagger import __version__
 from tagger.config import ModelName, Settings, explain, load_settings
 from tagger.errors import SkipFile, TaggerError
-from tagger.files import PhotoFilter, walk
+from tagger.files import PhotoFilter, walk_and_sweep
 from tagger.output import FORMATS, render
 from tagger.records import Outcome
 from tagger.store import Store, make_engine, schema_revisions, upgrade
@@ -113,6 +115,8 @@ def cli(
         force=True,
         format="%(levelname)s %(message)s" if debug else "%(message)s",
     )
+    if not debug:  # migration chatter is not news
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @cli.command(
@@ -131,18 +135,16 @@ def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int
     Unchanged files are skipped without reading them; identical content is classified once
     and every path to it is recorded. Files that cannot be read are listed by `tagger errors`.
     """
-    overrides: dict[str, Any] = {}
-    if model:
-        overrides["model"] = {"name": model}
-    if batch_size:
-        overrides["batch"] = {"size": batch_size}
-    settings = app.settings(**overrides)
+    settings = app.settings(**_overrides(model, batch_size))
     store = app.store()
-    paths = list(walk(folders, PhotoFilter(settings.scan), settings.scan.follow_symlinks))
+    items = list(walk_and_sweep(folders, PhotoFilter(settings.scan), settings.scan.follow_symlinks))
     started = time.monotonic()
     with (
         tqdm(
-            total=len(paths), unit="file", disable=not sys.stderr.isatty(), dynamic_ncols=True
+            total=sum(isinstance(item, Path) for item in items),
+            unit="file",
+            disable=not sys.stderr.isatty(),
+            dynamic_ncols=True,
         ) as bar,
         logging_redirect_tqdm(),
     ):
@@ -154,10 +156,161 @@ def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int
         from tagger.pipeline import Pipeline
 
         pipeline = Pipeline(settings, store, app.classifier(settings), report)
-        summary = pipeline.run(paths)
+        summary = pipeline.run(items)
     click.echo(f"Scanned {summary} in {time.monotonic() - started:.1f}s.")
     if summary.counts[Outcome.FAILED]:
         click.echo("See `tagger errors` for why files failed.", err=True)
+
+
+@cli.command(
+    epilog=example(
+        "tagger watch /app/uploads",
+        "tagger watch --observer polling /mnt/nas/photos   # NFS/SMB shares",
+        "TAGGER_DB=/data/tagger.db tagger watch ~/Pictures",
+    )
+)
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--observer",
+    type=click.Choice(["auto", "native", "polling"]),
+    help="how changes are noticed [watch.observer, default auto]",
+)
+@click.option("--model", type=click.Choice(MODEL_NAMES), help="classifier to use [model.name]")
+@click.option("--batch-size", type=int, help="images per forward pass [batch.size]")
+@pass_app
+def watch(
+    app: App,
+    folders: tuple[Path, ...],
+    observer: str | None,
+    model: str | None,
+    batch_size: int | None,
+) -> None:
+    """Tag what is already in FOLDERS, then every image that arrives, until stopped.
+
+    First a reconcile tags whatever changed while tagger was not running (unchanged files
+    are not read again), then files are tagged as they land: once a file has stopped
+    changing for watch.stability_delay seconds, so copies in progress are never read half
+    done. Renames follow the file without re-tagging; deleted files are marked missing
+    (`tagger prune` forgets them). SIGTERM or Ctrl-C stops cleanly; what was not finished
+    is picked up at the next start. Under systemd (Type=notify) it reports readiness and
+    sends watchdog heartbeats. Without FOLDERS, watch.paths from the config is used.
+    """
+    overrides = _overrides(model, batch_size)
+    if observer:
+        overrides["watch"] = {"observer": observer}
+    settings = app.settings(**overrides)
+    roots = list(folders) or settings.watch.paths
+    if not roots:
+        raise click.UsageError("no folder to watch: give one, or set watch.paths in the config")
+    from tagger.daemon import Daemon
+    from tagger.systemd import Notifier
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    notifier = Notifier()
+    try:
+        daemon = Daemon(settings, app.store(), app.classifier(settings), roots, notifier)
+        summary = daemon.run(stop)
+    finally:
+        notifier.close()
+    click.echo(f"Stopped after {summary}.")
+
+
+@cli.command(
+    epilog=example(
+        "tagger status",
+        "tagger status --format json",
+        "tagger status || systemctl restart tagger   # exit 3: no daemon",
+    )
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people; json for scripts",
+)
+@pass_app
+def status(app: App, fmt: str) -> None:
+    """Show whether `tagger watch` runs on this database, and what it is doing.
+
+    Exit status: 0 when a daemon is running and responsive, 1 when it is running but has
+    not updated its status for a minute, 3 when none is running (as systemctl uses).
+    """
+    from tagger.query import totals
+    from tagger.status import StatusFiles
+
+    files = StatusFiles.of(app.settings())
+    running, info = files.running(), files.read()
+    stale = running and (info is None or time.time() - info.get("updated", 0) > 60)
+    report: dict[str, Any] = {
+        "running": running,
+        "responsive": running and not stale,
+        "daemon": info if running else None,
+        "database": make_url(app.settings().db_url).render_as_string(hide_password=True),
+        **totals(app.store()),
+    }
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(_status_text(report))
+    if not running:
+        raise SystemExit(3)
+    if stale:
+        raise SystemExit(1)
+
+
+def _status_text(report: dict[str, Any]) -> str:
+    def when(stamp: float | None) -> str:
+        if not stamp:
+            return "never"
+        ago = time.time() - stamp
+        text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+        return f"{text} ({ago:.0f}s ago)"
+
+    daemon = report["daemon"]
+    lines = []
+    if daemon is None:
+        lines.append("tagger watch is not running on this database.")
+    else:
+        health = "" if report["responsive"] else " but NOT RESPONDING"
+        counts = daemon["counts"]
+        lines += [
+            f"tagger watch is running{health} (pid {daemon['pid']}), {daemon['state']}",
+            f"  since:         {when(daemon['started'])}",
+            *(f"  watching:      {root} ({how})" for root, how in daemon["observers"].items()),
+            f"  queue:         {daemon['queue']} files",
+            f"  this run:      {counts['new']} tagged, {counts['duplicate']} duplicates, "
+            f"{counts['unchanged']} unchanged, {counts['failed']} failed",
+            f"  last activity: {when(daemon['last_activity'])}",
+        ]
+    lines += [
+        f"database {report['database']}:",
+        f"  {report['images_tagged']} images tagged, {report['images_failed']} failed; "
+        f"{report['files']} files ({report['files_missing']} missing)",
+    ]
+    return "\n".join(lines)
+
+
+@cli.command(epilog=example("tagger prune --dry-run", "tagger prune"))
+@click.option("--dry-run", is_flag=True, help="only count what would be removed")
+@pass_app
+def prune(app: App, dry_run: bool) -> None:
+    """Forget deleted files, and the tags of content no remaining file holds.
+
+    `tagger watch` and `tagger scan` mark deleted or moved-away paths missing instead of
+    forgetting them, so an unmounted share costs nothing; prune makes it final.
+    """
+    files, images = app.store().prune(dry_run=dry_run)
+    verb = "Would remove" if dry_run else "Removed"
+    click.echo(f"{verb} {files} missing files and {images} images no file holds.")
 
 
 @cli.command(
@@ -210,7 +363,8 @@ def show(app: App, path: Path, fmt: str) -> None:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return
     click.echo(report["path"])
-    for key in ("status", "error", "format", "width", "height", "model", "tagged_at", "sha256"):
+    keys = ("status", "error", "missing_since", "format", "width", "height", "model", "tagged_at")
+    for key in (*keys, "sha256"):
         if report.get(key) is not None:
             click.echo(f"  {key}: {report[key]}")
     if report["tags"]:
@@ -426,6 +580,15 @@ def config_show(app: App, fmt: str) -> None:
     ]
     rows.insert(1, {"setting": "(db url)", "value": _masked(settings.db_url), "source": "derived"})
     _print(rows, ["setting", "value", "source"], fmt)
+
+
+def _overrides(model: str | None, batch_size: int | None) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if model:
+        overrides["model"] = {"name": model}
+    if batch_size:
+        overrides["batch"] = {"size": batch_size}
+    return overrides
 
 
 def _masked(url: Any) -> Any:

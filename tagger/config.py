@@ -83,6 +83,28 @@ class ScanSettings(_Section):
     )
 
 
+class WatchSettings(_Section):
+    paths: list[Path] = Field(
+        default_factory=list, description="folders `tagger watch` watches when given none"
+    )
+    observer: Literal["auto", "native", "polling"] = Field(
+        default="auto",
+        description="auto: inotify, or polling on network/FUSE mounts and when inotify is full",
+    )
+    poll_interval: float = Field(default=10.0, gt=0, description="seconds between polls")
+    stability_delay: float = Field(
+        default=2.0, ge=0, description="seconds a file must stay unchanged before it is read"
+    )
+    rescan_interval: float = Field(
+        default=300.0,
+        ge=0,
+        description="seconds between full rescans that catch missed events; 0 = off",
+    )
+    max_pending: int = Field(
+        default=10_000, ge=1, description="files waiting to settle; beyond this a rescan takes over"
+    )
+
+
 class QuerySettings(_Section):
     min_score: float = Field(
         default=0.1, ge=0, le=1, description="tags below this score are left out of answers"
@@ -102,6 +124,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     batch: BatchSettings = BatchSettings()
     scan: ScanSettings = ScanSettings()
+    watch: WatchSettings = WatchSettings()
     query: QuerySettings = QuerySettings()
 
     @property

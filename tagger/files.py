@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fnmatch import fnmatch
 from pathlib import Path
 
 from tagger.config import ScanSettings
+from tagger.records import Swept
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,32 @@ class PhotoFilter:
         relative = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
         return not any(self.ignored(part) for part in relative.parts)
 
+    def accepts(self, path: Path, root: Path, follow_symlinks: bool) -> bool:
+        """`wanted`, and a name tagger can store; logs why a photo-like file is left out."""
+        if not self.wanted(path, root):
+            return False
+        if not follow_symlinks and path.is_symlink():
+            log.info("skipped symlink %s (scan.follow_symlinks is off)", printable(path))
+            return False
+        if not _utf8(str(path)):
+            log.warning("skipped %s: file name is not valid UTF-8", printable(path))
+            return False
+        return True
 
-def walk(roots: Iterable[Path], photo_filter: PhotoFilter, follow_symlinks: bool) -> Iterator[Path]:
+
+def walk(
+    roots: Iterable[Path],
+    photo_filter: PhotoFilter,
+    follow_symlinks: bool,
+    on_error: Callable[[OSError], None] | None = None,
+) -> Iterator[Path]:
     """Every wanted file under `roots`, skipping ignored folders without entering them."""
+
+    def error(exc: OSError) -> None:
+        log.warning("cannot read folder %s: %s", exc.filename, exc.strerror)
+        if on_error is not None:
+            on_error(exc)
+
     for root in roots:
         root = root.absolute()
         if root.is_file():
@@ -47,21 +71,30 @@ def walk(roots: Iterable[Path], photo_filter: PhotoFilter, follow_symlinks: bool
                 yield root
             continue
         for dirpath, dirnames, filenames in os.walk(
-            root, followlinks=follow_symlinks, onerror=_log_walk_error
+            root, followlinks=follow_symlinks, onerror=error
         ):
             dirnames[:] = sorted(d for d in dirnames if not photo_filter.ignored(d))
             folder = Path(dirpath)
             for name in sorted(filenames):
                 path = folder / name
-                if not photo_filter.wanted(path, root):
-                    continue
-                if not follow_symlinks and path.is_symlink():
-                    log.info("skipped symlink %s (scan.follow_symlinks is off)", _printable(path))
-                    continue
-                if not _utf8(str(path)):
-                    log.warning("skipped %s: file name is not valid UTF-8", _printable(path))
-                    continue
-                yield path
+                if photo_filter.accepts(path, root, follow_symlinks):
+                    yield path
+
+
+def walk_and_sweep(
+    roots: Iterable[Path], photo_filter: PhotoFilter, follow_symlinks: bool
+) -> Iterator[Path | Swept]:
+    """`walk`, and after each root a `Swept`: what the database holds under it and the walk
+    did not find is gone. No sweep when a folder could not be read, so an unreadable share
+    never has its files marked missing."""
+    for root in roots:
+        errors: list[OSError] = []
+        present: set[str] = set()
+        for path in walk([root], photo_filter, follow_symlinks, errors.append):
+            present.add(str(path))
+            yield path
+        if root.exists() and not errors:
+            yield Swept(str(root.absolute()), frozenset(present))
 
 
 def _utf8(text: str) -> bool:
@@ -72,11 +105,7 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _printable(path: Path) -> str:
+def printable(path: Path | str) -> str:
     """The path with undecodable bytes and control characters escaped, safe for a log line."""
     text = str(path)
     return text if text.isprintable() and _utf8(text) else ascii(text)[1:-1]
-
-
-def _log_walk_error(error: OSError) -> None:
-    log.warning("cannot read folder %s: %s", error.filename, error.strerror)

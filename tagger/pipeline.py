@@ -3,7 +3,8 @@
     paths (walk or watch) -> stat -> skip unchanged -> SHA-256 -> skip known content
       -> decode (thread pool) -> batch -> classify -> store (writer thread)
 
-`tagger scan` feeds it a folder walk; `tagger watch` feeds it finished files as they come.
+`tagger scan` feeds it a folder walk; `tagger watch` feeds it finished files as they come,
+plus renames and removals (`Moved`, `Gone`), which go straight to the writer.
 The main thread does the cheap, ordered part (stat, hash, dedup); decoding runs in a pool
 (Pillow releases the GIL) while a second thread runs the model, so the two overlap.
 """
@@ -25,12 +26,23 @@ from tagger.decode import Geometry, decode
 from tagger.errors import BadImage, SkipFile
 from tagger.hashing import hash_file, stat_file
 from tagger.model import Classifier
-from tagger.records import Decoded, Failure, FileInfo, Hashed, Outcome, Summary
+from tagger.records import (
+    Decoded,
+    Failure,
+    FileInfo,
+    Gone,
+    Hashed,
+    Moved,
+    Outcome,
+    Summary,
+    Swept,
+)
 from tagger.store import Link, Seen, Store, StoreWriter, Tagged
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[str, Outcome], None]
+Item = Path | Gone | Moved | Swept
 
 
 class Pipeline:
@@ -48,7 +60,7 @@ class Pipeline:
         self._summary = Summary()
         self._lock = threading.Lock()
 
-    def run(self, paths: Iterable[Path], stop: threading.Event | None = None) -> Summary:
+    def run(self, paths: Iterable[Item], stop: threading.Event | None = None) -> Summary:
         """Tag every path that is new or changed; returns when all of it is stored."""
         stop = stop or threading.Event()
         self._summary = Summary()
@@ -72,7 +84,7 @@ class Pipeline:
 
     def _feed(
         self,
-        paths: Iterable[Path],
+        paths: Iterable[Item],
         pool: ThreadPoolExecutor,
         decoded: queue.Queue[Decoded | Failure | EndOfInput],
         in_flight: threading.BoundedSemaphore,
@@ -89,6 +101,14 @@ class Pipeline:
                 break
             inference.check()
             writer.check()
+            if not isinstance(path, Path):  # a rename, removal or sweep: the writer's business
+                writer.put(path)
+                if not isinstance(path, Swept):
+                    with self._lock:
+                        self._summary.add(
+                            Outcome.MISSING if isinstance(path, Gone) else Outcome.MOVED
+                        )
+                continue
             try:
                 file = stat_file(str(path))
                 state = self._store.file_state(file.path)
@@ -98,7 +118,8 @@ class Pipeline:
                     and state.image
                     and state.image.current(model)
                 ):
-                    writer.put(Seen(file))
+                    if state.missing:
+                        writer.put(Seen(file))
                     self._done(file.path, Outcome.UNCHANGED)
                     continue
                 hashed = hash_file(file)

@@ -13,6 +13,7 @@ from tagger.schema import File, Image, ImageStatus, Tag
 from tagger.store import Store
 
 Row = dict[str, Any]
+PRESENT = File.missing_since.is_(None)  # answers leave out deleted paths until `tagger prune`
 
 
 def resolve_label(name: str, labels: list[str]) -> list[int]:
@@ -42,7 +43,7 @@ def by_label(store: Store, classes: list[int], min_score: float, limit: int | No
         select(File.path, Tag.label, Tag.score, Tag.rank)
         .join(Image, File.image_id == Image.id)
         .join(Tag, Tag.image_id == Image.id)
-        .where(Tag.class_index.in_(classes), Tag.score >= min_score)
+        .where(Tag.class_index.in_(classes), Tag.score >= min_score, PRESENT)
         .order_by(Tag.score.desc(), File.path)
     )
     rows: dict[str, Row] = {}
@@ -66,6 +67,7 @@ def file_report(store: Store, path: str) -> Row | None:
             "path": row.path,
             "status": "failed" if row.error else "unknown",
             "error": row.error,
+            "missing_since": row.missing_since.isoformat() if row.missing_since else None,
             "tags": [],
         }
         if image is not None:
@@ -98,7 +100,7 @@ def label_counts(store: Store, min_score: float) -> list[Row]:
     statement = (
         select(Tag.label, files)
         .join(File, File.image_id == Tag.image_id)
-        .where(Tag.score >= min_score)
+        .where(Tag.score >= min_score, PRESENT)
         .group_by(Tag.label)
         .order_by(files.desc(), Tag.label)
     )
@@ -110,14 +112,14 @@ def duplicate_groups(store: Store) -> list[Row]:
     """Paths that hold identical, successfully tagged content, grouped by content."""
     shared = (
         select(File.image_id)
-        .where(File.image_id.is_not(None))
+        .where(File.image_id.is_not(None), PRESENT)
         .group_by(File.image_id)
         .having(func.count() > 1)
     )
     statement = (
         select(Image.sha256, File.path)
         .join(File, File.image_id == Image.id)
-        .where(Image.id.in_(shared), Image.status == ImageStatus.TAGGED)
+        .where(Image.id.in_(shared), Image.status == ImageStatus.TAGGED, PRESENT)
         .order_by(Image.sha256, File.path)
     )
     groups: dict[str, list[str]] = {}
@@ -132,7 +134,7 @@ def failures(store: Store) -> list[Row]:
     statement = (
         select(File.path, func.coalesce(File.error, Image.error), File.last_seen)
         .outerjoin(Image, File.image_id == Image.id)
-        .where((File.error.is_not(None)) | (Image.status == ImageStatus.FAILED))
+        .where((File.error.is_not(None)) | (Image.status == ImageStatus.FAILED), PRESENT)
         .order_by(File.path)
     )
     with store.session() as session:
@@ -140,3 +142,24 @@ def failures(store: Store) -> list[Row]:
             {"path": path, "reason": reason, "last_seen": seen.isoformat()}
             for path, reason, seen in session.execute(statement)
         ]
+
+
+def totals(store: Store) -> Row:
+    """Counts for `tagger status`: content tagged or failed, paths present or missing."""
+    with store.session() as session:
+        images = dict(
+            session.execute(select(Image.status, func.count()).group_by(Image.status)).all()
+        )
+        files = dict(
+            session.execute(
+                select(File.missing_since.is_not(None), func.count()).group_by(
+                    File.missing_since.is_not(None)
+                )
+            ).all()
+        )
+    return {
+        "images_tagged": images.get(ImageStatus.TAGGED, 0),
+        "images_failed": images.get(ImageStatus.FAILED, 0),
+        "files": files.get(False, 0),
+        "files_missing": files.get(True, 0),
+    }

@@ -69,11 +69,36 @@ class Failure:
     sha256: str | None = None
 
 
+@dataclass(frozen=True)
+class Gone:
+    """A file or folder that was deleted or moved out of sight: its paths are marked missing."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A file or folder renamed within the watched tree: its rows follow it, no re-tagging."""
+
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True)
+class Swept:
+    """After a full walk of `root`: every stored path under it that is not `present` is gone."""
+
+    root: str
+    present: frozenset[str]
+
+
 class Outcome(StrEnum):
     NEW = "new"
     DUPLICATE = "duplicate"
     UNCHANGED = "unchanged"
     FAILED = "failed"
+    MOVED = "moved"
+    MISSING = "missing"
 
 
 @dataclass
@@ -87,11 +112,15 @@ class Summary:
 
     @property
     def total(self) -> int:
-        return sum(self.counts.values())
+        """Files looked at (moves and removals are counted apart)."""
+        c = self.counts
+        return c[Outcome.NEW] + c[Outcome.DUPLICATE] + c[Outcome.UNCHANGED] + c[Outcome.FAILED]
 
     def __str__(self) -> str:
         c = self.counts
-        return (
+        text = (
             f"{self.total} files: {c[Outcome.NEW]} new, {c[Outcome.DUPLICATE]} duplicate content, "
             f"{c[Outcome.UNCHANGED]} unchanged, {c[Outcome.FAILED]} failed"
         )
+        extra = [f"{c[o]} {o.value}" for o in (Outcome.MOVED, Outcome.MISSING) if c[o]]
+        return ", ".join([text, *extra])

@@ -75,6 +75,8 @@ class File(Base):
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Set when the file itself could not be read (no content to record an image for).
     error: Mapped[str | None] = mapped_column(Text)
+    # Set when the path was deleted or moved away; `tagger prune` removes such rows.
+    missing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     image: Mapped[Image | None] = relationship()
 

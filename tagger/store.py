@@ -16,13 +16,25 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, delete, event, inspect, select
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from tagger.errors import SchemaError, TaggerError
-from tagger.records import Decoded, Failure, FileInfo, ModelId, Tag, utcnow
+from tagger.records import Decoded, Failure, FileInfo, Gone, ModelId, Moved, Swept, Tag, utcnow
 from tagger.schema import File, Image, ImageStatus
 from tagger.schema import Tag as TagRow
 
@@ -112,6 +124,7 @@ class FileState:
     size: int
     mtime_ns: int
     image: ImageState | None
+    missing: bool
 
 
 @dataclass(frozen=True)
@@ -148,12 +161,24 @@ class Store:
             if row is None:
                 return None
             image = _image_state(row.image) if row.image is not None else None
-            return FileState(row.size, row.mtime_ns, image)
+            return FileState(row.size, row.mtime_ns, image, row.missing_since is not None)
 
     def image_state(self, sha256: str) -> ImageState | None:
         with self.session() as session:
             row = _find_image(session, sha256)
             return _image_state(row) if row is not None else None
+
+    def prune(self, dry_run: bool = False) -> tuple[int, int]:
+        """Forget missing paths, then content no path holds; returns (files, images)."""
+        missing = File.missing_since.is_not(None)
+        held = select(File.id).where(File.image_id == Image.id, ~missing).exists()
+        with self.session() as session, session.begin():
+            images = session.scalar(select(func.count()).select_from(Image).where(~held)) or 0
+            files = session.scalar(select(func.count()).select_from(File).where(missing)) or 0
+            if not dry_run:
+                session.execute(delete(File).where(missing))
+                session.execute(delete(Image).where(~held))  # tags go with them (ON DELETE CASCADE)
+        return files, images
 
     def close(self) -> None:
         self.engine.dispose()
@@ -186,10 +211,12 @@ class Link:
 
 @dataclass(frozen=True)
 class Seen:
+    """An unchanged path that had been marked missing and is back."""
+
     file: FileInfo
 
 
-Op = Tagged | Failure | Link | Seen
+Op = Tagged | Failure | Link | Seen | Gone | Moved | Swept
 _STOP = object()
 
 
@@ -279,8 +306,18 @@ class StoreWriter:
                         self._pending_links[op.sha256].append(op.file)
                     else:
                         _upsert_file(session, op.file, found, now)
-                else:
+                elif isinstance(op, Seen):
                     _upsert_file(session, op.file, None, now, touch_only=True)
+                elif isinstance(op, Gone):
+                    session.execute(
+                        update(File)
+                        .where(_under(op.path), File.missing_since.is_(None))
+                        .values(missing_since=now)
+                    )
+                elif isinstance(op, Moved):
+                    _move(session, op, now)
+                else:
+                    _sweep(session, op, now)
 
     def _upsert_image(self, session: Session, sha256: str, size: int, now: Any) -> Image:
         image = _find_image(session, sha256)
@@ -310,8 +347,41 @@ def _upsert_file(
             return
         row = File(path=file.path, size=file.size, mtime_ns=file.mtime_ns, first_seen=now)
         session.add(row)
-    row.last_seen = now
+    row.last_seen, row.missing_since = now, None
     if touch_only:
         return
     row.size, row.mtime_ns, row.error = file.size, file.mtime_ns, error
     row.image = image
+
+
+def _under(path: str) -> ColumnElement[bool]:
+    """The path itself, or anything below it as a folder (a range scan on the path index)."""
+    return or_(File.path == path, and_(File.path > f"{path}/", File.path < f"{path}0"))
+
+
+def _move(session: Session, op: Moved, now: Any) -> None:
+    """Rows under `src` follow the rename; whatever `dst` held before is replaced."""
+    session.execute(delete(File).where(_under(op.dst)))
+    for row in session.scalars(select(File).where(_under(op.src))):
+        row.path = op.dst + row.path[len(op.src) :]
+        row.last_seen, row.missing_since = now, None
+
+
+def _sweep(session: Session, op: Swept, now: Any) -> None:
+    rows = session.execute(
+        select(File.id, File.path).where(_under(op.root), File.missing_since.is_(None))
+    ).all()
+    gone = [row.id for row in rows if row.path not in op.present]
+    if gone and not op.present:
+        log.warning(
+            "found nothing under %s, which held %d files: not marking them missing "
+            "(is it mounted?)",
+            op.root,
+            len(gone),
+        )
+        return
+    for start in range(0, len(gone), 500):
+        chunk = gone[start : start + 500]
+        session.execute(update(File).where(File.id.in_(chunk)).values(missing_since=now))
+    if gone:
+        log.info("%d files under %s are gone; marked missing", len(gone), op.root)

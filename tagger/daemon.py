@@ -1,0 +1,329 @@
+"""`tagger watch`: reconcile, then follow the folder, feeding the one pipeline for months.
+
+    observer -> Handler (enqueue only) -> main loop: Settler -> Intake -> Pipeline (its thread)
+    reconcile/rescan walk (its thread) ----------------------------^
+
+The main loop owns the timers: settling, periodic rescans, the status file and systemd's
+heartbeat. Shutdown (stop event) abandons the batch in flight rather than writing half of
+it; whatever was not stored is found again by the next start's reconcile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from watchdog.events import FileSystemEvent
+
+from tagger.config import Settings
+from tagger.errors import TaggerError
+from tagger.files import PhotoFilter, walk, walk_and_sweep
+from tagger.observe import Handler, Observers, Settler
+from tagger.pipeline import Item, Pipeline
+from tagger.records import Gone, Moved, Outcome, Summary
+from tagger.status import STATUS_INTERVAL, DaemonLock, StatusFiles
+from tagger.store import Store
+from tagger.systemd import Notifier
+
+if TYPE_CHECKING:
+    from tagger.model import Classifier
+
+log = logging.getLogger(__name__)
+TICK = 0.2  # seconds between main-loop turns
+INTAKE_CAPACITY = 256  # paths waiting for the pipeline; the decoded images are bounded there
+
+
+class Intake:
+    """The bounded, de-duplicated queue between the watcher and the pipeline.
+
+    A path already queued is not queued again; one being processed is refused until it is
+    done (the caller offers it again later), so a burst of events costs one pass.
+    """
+
+    def __init__(self, capacity: int = INTAKE_CAPACITY) -> None:
+        self._capacity = capacity
+        self._items: deque[Item] = deque()
+        self._queued: set[str] = set()
+        self._busy: set[str] = set()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.summary = Summary()
+        self.last_activity: float | None = None  # time.time() of the last file done
+
+    def offer(self, item: Item) -> bool:
+        """Queue without waiting; False when full or when that path is being processed."""
+        with self._cond:
+            if isinstance(item, Path):
+                key = str(item)
+                if key in self._queued:
+                    return True
+                if key in self._busy or len(self._queued) >= self._capacity:
+                    return False
+                self._queued.add(key)
+            elif isinstance(item, Gone):  # no point reading what was just deleted
+                self._drop_queued(item.path)
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def put(self, item: Item, stop: threading.Event) -> None:
+        """Queue, waiting for room (the rescan walk uses this); a busy path is skipped."""
+        with self._cond:
+            while not self._closed and not stop.is_set():
+                if isinstance(item, Path) and str(item) in self._busy:
+                    return
+                if not isinstance(item, Path) or len(self._queued) < self._capacity:
+                    break
+                self._cond.wait(0.5)
+        self.offer(item)
+
+    def items(self, stop: threading.Event) -> Iterator[Item]:
+        """What the pipeline reads: blocks for work, ends on stop or close."""
+        while True:
+            with self._cond:
+                while not self._items and not self._closed and not stop.is_set():
+                    self._cond.wait(0.5)
+                if stop.is_set() or not self._items:
+                    return
+                item = self._items.popleft()
+                if isinstance(item, Path):
+                    self._queued.discard(str(item))
+                    self._busy.add(str(item))
+                self._cond.notify_all()
+            yield item
+
+    def done(self, path: str, outcome: Outcome) -> None:
+        """The pipeline's report: that path is finished."""
+        with self._cond:
+            self._busy.discard(path)
+            self.summary.add(outcome)
+            self.last_activity = time.time()
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def depth(self) -> int:
+        with self._cond:
+            return len(self._items) + len(self._busy)
+
+    def _drop_queued(self, path: str) -> None:
+        prefix = path + os.sep
+        keep = [
+            i
+            for i in self._items
+            if not (isinstance(i, Path) and (str(i) == path or str(i).startswith(prefix)))
+        ]
+        self._queued = {str(i) for i in keep if isinstance(i, Path)}
+        self._items = deque(keep)
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        classifier: Classifier,
+        roots: Sequence[Path],
+        notifier: Notifier | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._classifier = classifier
+        self._roots = [root.absolute() for root in roots]
+        self._notifier = notifier or Notifier({})
+        self._filter = PhotoFilter(settings.scan)
+        self._files = StatusFiles.of(settings)
+        self._started = time.time()
+        self.state = "starting"
+        self.intake = Intake()
+        self.settler = Settler(settings.watch.stability_delay, settings.watch.max_pending)
+        self.handler = Handler(capacity=4 * settings.watch.max_pending)
+        self.observers = Observers(settings.watch, self.handler)
+
+    def run(self, stop: threading.Event) -> Summary:
+        """Watch until `stop` is set; raises what stopped the pipeline, if anything did."""
+        for root in self._roots:
+            if not root.is_dir():
+                raise TaggerError(f"cannot watch {root}: not a folder")
+        with DaemonLock(self._files):
+            pipeline = Pipeline(self._settings, self._store, self._classifier, self.intake.done)
+            runner = _Thread("tagger-pipeline", pipeline.run, self.intake.items(stop), stop)
+            rescan: _Thread | None = None
+            try:
+                for root in self._roots:  # watch first, so nothing slips between walk and watch
+                    self.observers.watch(root)
+                rescan = self._rescan(stop)
+                self.state = "reconciling"
+                self._notifier.notify("READY=1", f"STATUS={self._status_line()}")
+                log.info(
+                    "watching %s", ", ".join(f"{r} ({k})" for r, k in self.observers.kinds.items())
+                )
+                rescan = self._loop(stop, runner, rescan)
+            finally:
+                self.state = "stopping"
+                self._notifier.notify("STOPPING=1")
+                stop.set()
+                self.observers.stop()
+                self.intake.close()
+                runner.join()
+                if rescan is not None:
+                    rescan.join()
+                self._write_status()
+            runner.check()
+        return self.intake.summary
+
+    def _loop(self, stop: threading.Event, runner: _Thread, rescan: _Thread) -> _Thread:
+        interval = self._settings.watch.rescan_interval
+        heartbeat = self._notifier.watchdog_interval
+        last_status = last_beat = last_rescan = time.monotonic()
+        while not stop.wait(TICK):
+            now = time.monotonic()
+            if not runner.is_alive():
+                break
+            self._drain_events()
+            for path in self.settler.settled():
+                if self.intake.offer(Path(path)):
+                    self.settler.release(path)
+            if not rescan.is_alive():
+                if self.state == "reconciling" and self.intake.depth == 0:
+                    self.state, last_rescan = "watching", now
+                    log.info("reconciled: %s", self.intake.summary)
+                overdue = self.state == "watching" and interval and now - last_rescan >= interval
+                if overdue or self.handler.overflowed:
+                    if self.handler.overflowed:
+                        log.warning("too many events at once; rescanning instead")
+                    self.handler.overflowed = False
+                    rescan, last_rescan = self._rescan(stop), now
+            if now - last_status >= STATUS_INTERVAL:
+                self._write_status()
+                last_status = now
+            if heartbeat and now - last_beat >= heartbeat / 2 and self._healthy(heartbeat):
+                self._notifier.notify("WATCHDOG=1", f"STATUS={self._status_line()}")
+                last_beat = now
+        return rescan
+
+    def _rescan(self, stop: threading.Event) -> _Thread:
+        roots, photo_filter = self._roots, self._filter
+        follow = self._settings.scan.follow_symlinks
+
+        def feed() -> None:
+            for item in walk_and_sweep(roots, photo_filter, follow):
+                if stop.is_set():
+                    return
+                self.intake.put(item, stop)
+
+        return _Thread("tagger-rescan", feed)
+
+    def _drain_events(self) -> None:
+        """Turn queued events into settling files, moves and removals."""
+        while True:
+            try:
+                event = self.handler.events.get_nowait()
+            except queue.Empty:
+                return
+            self._on_event(event)
+
+    def _on_event(self, event: FileSystemEvent) -> None:
+        src = _text(event.src_path)
+        if event.event_type == "deleted":
+            self.settler.forget(src)
+            self.intake.offer(Gone(src))
+        elif event.event_type == "moved":
+            dst = _text(event.dest_path)
+            self.settler.forget(src)
+            src_kept = self._wanted(src, event.is_directory)
+            dst_kept = self._wanted(dst, event.is_directory)
+            if src_kept and dst_kept:
+                self.intake.offer(Moved(src, dst))
+            elif src_kept:
+                self.intake.offer(Gone(src))
+            if dst_kept and not event.is_directory:
+                self._settle(dst)
+        elif event.is_directory:
+            if event.event_type == "created" and self._wanted(src, True):
+                # Files may land in a new folder before its watch is set up: look now.
+                for path in walk([Path(src)], self._filter, self._settings.scan.follow_symlinks):
+                    self._settle(str(path))
+        elif self._wanted(src, False):
+            self._settle(src, closed=event.event_type == "closed")
+
+    def _settle(self, path: str, closed: bool = False) -> None:
+        if not self.settler.touch(path, closed):
+            self.handler.overflowed = True
+
+    def _wanted(self, path: str, is_directory: bool) -> bool:
+        root = next((r for r in self._roots if Path(path).is_relative_to(r)), None)
+        if root is None:
+            return False
+        if is_directory:
+            relative = Path(path).relative_to(root)
+            return not any(self._filter.ignored(part) for part in relative.parts)
+        return self._filter.accepts(Path(path), root, self._settings.scan.follow_symlinks)
+
+    def _healthy(self, heartbeat: float) -> bool:
+        """Alive, and either idle or making progress: a hung model stops the heartbeat."""
+        if not self.observers.alive():
+            return False
+        last = self.intake.last_activity or self._started
+        return self.intake.depth == 0 or time.time() - last < heartbeat
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "state": self.state,
+            "started": self._started,
+            "roots": [str(root) for root in self._roots],
+            "observers": self.observers.kinds,
+            "queue": self.intake.depth + len(self.settler),
+            "counts": {o.value: n for o, n in self.intake.summary.counts.items()},
+            "last_activity": self.intake.last_activity,
+        }
+
+    def _write_status(self) -> None:
+        try:
+            self._files.write(self.status())
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self._files.status, exc.strerror)
+
+    def _status_line(self) -> str:
+        c = self.intake.summary.counts
+        return (
+            f"{self.state}: {c[Outcome.NEW]} tagged, {c[Outcome.DUPLICATE]} duplicates, "
+            f"{c[Outcome.FAILED]} failed, {self.intake.depth + len(self.settler)} queued"
+        )
+
+
+def _text(path: str | bytes) -> str:
+    return os.fsdecode(path)
+
+
+class _Thread(threading.Thread):
+    """A thread whose exception is re-raised by `check()` in the thread that started it."""
+
+    def __init__(self, name: str, target: Any, *args: object) -> None:
+        super().__init__(name=name, daemon=True)
+        self._fn, self._args = target, args
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._fn(*self._args)
+        except BaseException as exc:
+            log.error("%s stopped: %s", self.name, exc)
+            self._error = exc
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error

@@ -1,0 +1,197 @@
+"""Filesystem events in, settled files out: which observer, the handler, and the settle timer.
+
+The handler only enqueues; the daemon's main loop turns events into work. A file counts as
+written once it has had no events for `watch.stability_delay` seconds *and* its size and
+mtime did not change between two looks (a close-after-write event shortens the wait).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from tagger.config import WatchSettings
+from tagger.errors import TaggerError
+
+log = logging.getLogger(__name__)
+
+# Filesystems where inotify does not see what other machines (or the FUSE daemon) write.
+REMOTE_FILESYSTEMS = {
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs",
+    "lustre", "gpfs", "davfs", "virtiofs", "fuse",
+}  # fmt: skip
+_INOTIFY_LIMITS = {errno.ENOSPC, errno.EMFILE}
+
+
+def mount_of(path: Path, mounts: str) -> tuple[str, str]:
+    """(mount point, filesystem type) of the mount holding `path`, from /proc/mounts text."""
+    best = ("/", "")
+    target = str(path)
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].encode().decode("unicode_escape")  # "\040" is a space
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best[0]):
+            best = (point, fields[2])
+    return best
+
+
+def remote(fstype: str) -> bool:
+    return fstype in REMOTE_FILESYSTEMS or (fstype.startswith("fuse.") and fstype != "fuseblk")
+
+
+def _read_mounts() -> str:
+    try:
+        return Path("/proc/mounts").read_text()
+    except OSError:
+        return ""
+
+
+class Observers:
+    """One native and/or one polling observer, each root on the kind that can see it."""
+
+    def __init__(self, settings: WatchSettings, handler: FileSystemEventHandler) -> None:
+        self._settings = settings
+        self._handler = handler
+        self._native: BaseObserver | None = None
+        self._polling: BaseObserver | None = None
+        self.kinds: dict[str, str] = {}  # root -> how it is watched, for `tagger status`
+
+    def watch(self, root: Path, mounts: str | None = None) -> None:
+        choice = self._settings.observer
+        if choice == "auto":
+            point, fstype = mount_of(root.resolve(), _read_mounts() if mounts is None else mounts)
+            if remote(fstype):
+                log.info(
+                    "%s is on %s (%s): polling, as inotify misses remote writes",
+                    root,
+                    point,
+                    fstype,
+                )
+                return self._poll(root, f"polling: {fstype} filesystem")
+        if choice == "polling":
+            return self._poll(root, "polling")
+        try:
+            if self._native is None:
+                self._native = Observer()
+                self._native.start()
+            self._native.schedule(self._handler, str(root), recursive=True)
+        except OSError as exc:
+            if exc.errno not in _INOTIFY_LIMITS:
+                raise
+            if choice == "native":
+                raise TaggerError(
+                    f"cannot watch {root}: {exc.strerror}; raise fs.inotify.max_user_watches "
+                    'or set watch.observer = "polling"'
+                ) from None
+            log.warning("%s: %s; polling instead", root, exc.strerror)
+            return self._poll(root, "polling: inotify limit reached")
+        self.kinds[str(root)] = "inotify"
+
+    def _poll(self, root: Path, why: str) -> None:
+        if self._polling is None:
+            self._polling = PollingObserver(timeout=self._settings.poll_interval)
+            self._polling.start()
+        self._polling.schedule(self._handler, str(root), recursive=True)
+        self.kinds[str(root)] = f"{why}, every {self._settings.poll_interval:g}s"
+
+    def alive(self) -> bool:
+        return all(o.is_alive() for o in (self._native, self._polling) if o is not None)
+
+    def stop(self) -> None:
+        for observer in (self._native, self._polling):
+            if observer is not None:
+                observer.stop()
+        for observer in (self._native, self._polling):
+            if observer is not None and observer.is_alive():
+                observer.join(timeout=5)
+
+
+class Handler(FileSystemEventHandler):
+    """Puts events on a bounded queue and nothing else; a flood sets `overflowed`."""
+
+    def __init__(self, capacity: int) -> None:
+        self.events: queue.Queue[FileSystemEvent] = queue.Queue(capacity)
+        self.overflowed = False
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        try:
+            self.events.put_nowait(event)
+        except queue.Full:
+            self.overflowed = True
+
+
+Stat = tuple[int, int]
+
+
+def stat_of(path: str) -> Stat | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+@dataclass
+class _Pending:
+    due: float
+    stat: Stat | None
+
+
+class Settler:
+    """Files that had events, each released once it has stopped changing."""
+
+    def __init__(self, delay: float, capacity: int, clock: Callable[[], float] = time.monotonic):
+        self._delay, self._capacity, self._clock = delay, capacity, clock
+        self._pending: dict[str, _Pending] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def touch(self, path: str, closed: bool = False) -> bool:
+        """Restart the wait for `path`; False when full (the caller falls back to a rescan)."""
+        if path not in self._pending and len(self._pending) >= self._capacity:
+            return False
+        now = self._clock()
+        # After close-write one more unchanged look (next tick) is enough.
+        self._pending[path] = _Pending(now if closed else now + self._delay, stat_of(path))
+        return True
+
+    def forget(self, path: str) -> None:
+        """Drop `path` and, if it was a folder, everything below it."""
+        prefix = path + os.sep
+        for key in [k for k in self._pending if k == path or k.startswith(prefix)]:
+            del self._pending[key]
+
+    def settled(self) -> list[str]:
+        """Paths that have been quiet long enough and kept their size and mtime."""
+        now, ready = self._clock(), []
+        for path, entry in list(self._pending.items()):
+            if entry.due > now:
+                continue
+            current = stat_of(path)
+            if current is None:  # gone before it settled: its delete event says so
+                del self._pending[path]
+            elif current == entry.stat:
+                ready.append(path)
+            else:
+                entry.stat, entry.due = current, now + self._delay
+        return ready
+
+    def release(self, path: str) -> None:
+        self._pending.pop(path, None)
