@@ -85,7 +85,10 @@ def example(*lines: str) -> str:
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=example(
-        "tagger scan ~/Pictures", "tagger query --label cat", "tagger --db /data/tagger.db errors"
+        "tagger watch /srv/photos",
+        "tagger scan ~/Pictures",
+        "tagger query --label cat",
+        "tagger --db /data/tagger.db status",
     ),
 )
 @click.option(

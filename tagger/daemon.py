@@ -31,6 +31,7 @@ from tagger.records import Gone, Moved, Outcome, Summary
 from tagger.status import STATUS_INTERVAL, DaemonLock, StatusFiles
 from tagger.store import Store
 from tagger.systemd import Notifier
+from tagger.threads import Worker
 
 if TYPE_CHECKING:
     from tagger.model import Classifier
@@ -158,14 +159,17 @@ class Daemon:
                 raise TaggerError(f"cannot watch {root}: not a folder")
         with DaemonLock(self._files):
             pipeline = Pipeline(self._settings, self._store, self._classifier, self.intake.done)
-            runner = _Thread("tagger-pipeline", pipeline.run, self.intake.items(stop), stop)
-            rescan: _Thread | None = None
+            runner = Worker(
+                "tagger-pipeline", pipeline.run, self.intake.items(stop), stop, halt=stop
+            )
+            rescan: Worker | None = None
             try:
                 for root in self._roots:  # watch first, so nothing slips between walk and watch
                     self.observers.watch(root)
                 rescan = self._rescan(stop)
                 self.state = "reconciling"
                 self._notifier.notify("READY=1", f"STATUS={self._status_line()}")
+                self._write_status()
                 log.info(
                     "watching %s", ", ".join(f"{r} ({k})" for r, k in self.observers.kinds.items())
                 )
@@ -181,9 +185,11 @@ class Daemon:
                     rescan.join()
                 self._write_status()
             runner.check()
+            if rescan is not None:
+                rescan.check()
         return self.intake.summary
 
-    def _loop(self, stop: threading.Event, runner: _Thread, rescan: _Thread) -> _Thread:
+    def _loop(self, stop: threading.Event, runner: Worker, rescan: Worker) -> Worker:
         interval = self._settings.watch.rescan_interval
         heartbeat = self._notifier.watchdog_interval
         last_status = last_beat = last_rescan = time.monotonic()
@@ -213,7 +219,7 @@ class Daemon:
                 last_beat = now
         return rescan
 
-    def _rescan(self, stop: threading.Event) -> _Thread:
+    def _rescan(self, stop: threading.Event) -> Worker:
         roots, photo_filter = self._roots, self._filter
         follow = self._settings.scan.follow_symlinks
 
@@ -223,7 +229,7 @@ class Daemon:
                     return
                 self.intake.put(item, stop)
 
-        return _Thread("tagger-rescan", feed)
+        return Worker("tagger-rescan", feed, halt=stop)
 
     def _drain_events(self) -> None:
         """Turn queued events into settling files, moves and removals."""
@@ -306,24 +312,3 @@ class Daemon:
 
 def _text(path: str | bytes) -> str:
     return os.fsdecode(path)
-
-
-class _Thread(threading.Thread):
-    """A thread whose exception is re-raised by `check()` in the thread that started it."""
-
-    def __init__(self, name: str, target: Any, *args: object) -> None:
-        super().__init__(name=name, daemon=True)
-        self._fn, self._args = target, args
-        self._error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self._fn(*self._args)
-        except BaseException as exc:
-            log.error("%s stopped: %s", self.name, exc)
-            self._error = exc
-
-    def check(self) -> None:
-        if self._error is not None:
-            raise self._error

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,12 +134,19 @@ def spec_for(name: str) -> ModelSpec:
 
 
 def weights_file(spec: ModelSpec, data_dir: Path, weights_path: Path | None) -> Path:
-    """Where this model's weights are: the setting, the bundled file, or the data directory."""
+    """Where this model's weights are: the setting, the bundled file, the data directory,
+    or baked into the installation (`<prefix>/share/tagger/models`, as the Docker image does)."""
     if weights_path is not None:
         return weights_path.expanduser()
     if spec.bundled_path is not None:
         return spec.bundled_path()
-    return data_dir / "models" / spec.file_name
+    fetched = data_dir / "models" / spec.file_name
+    baked = installed_models_dir() / spec.file_name
+    return baked if not fetched.exists() and baked.exists() else fetched
+
+
+def installed_models_dir() -> Path:
+    return Path(sys.prefix) / "share" / "tagger" / "models"
 
 
 def sha256_of(path: Path) -> str:

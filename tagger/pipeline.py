@@ -38,11 +38,13 @@ from tagger.records import (
     Swept,
 )
 from tagger.store import Link, Seen, Store, StoreWriter, Tagged
+from tagger.threads import Worker
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[str, Outcome], None]
 Item = Path | Gone | Moved | Swept
+_RECENT = 4096
 
 
 class Pipeline:
@@ -72,7 +74,9 @@ class Pipeline:
             StoreWriter(self._store) as writer,
             ThreadPoolExecutor(workers, thread_name_prefix="tagger-decode") as pool,
         ):
-            inference = _Worker(stop, self._classify_loop, decoded, in_flight, writer, stop)
+            inference = Worker(
+                "tagger-inference", self._classify_loop, decoded, in_flight, writer, stop, halt=stop
+            )
             try:
                 self._feed(paths, pool, decoded, in_flight, writer, stop, inference)
                 pool.shutdown(wait=True)
@@ -90,11 +94,13 @@ class Pipeline:
         in_flight: threading.BoundedSemaphore,
         writer: StoreWriter,
         stop: threading.Event,
-        inference: _Worker,
+        inference: Worker,
     ) -> None:
         """Stat, skip unchanged, hash, skip known content; hand the rest to the decoders."""
         model = self._classifier.id
-        seen_this_run: set[str] = set()
+        # Content sent to the model but maybe not stored yet. Bounded, for a daemon's months:
+        # what left this window long ago is in the store by now.
+        recent: dict[str, None] = {}
         geometry, max_pixels = self._classifier.spec.geometry, self._settings.scan.max_pixels
         for path in paths:
             if stop.is_set():
@@ -127,11 +133,13 @@ class Pipeline:
                 self._fail(writer, Failure(FileInfo(str(path), 0, 0), skip.reason))
                 continue
             known = self._store.image_state(hashed.sha256)
-            if hashed.sha256 in seen_this_run or (known is not None and known.current(model)):
+            if hashed.sha256 in recent or (known is not None and known.current(model)):
                 writer.put(Link(hashed.file, hashed.sha256))
                 self._done(file.path, Outcome.DUPLICATE)
                 continue
-            seen_this_run.add(hashed.sha256)
+            recent[hashed.sha256] = None
+            if len(recent) > _RECENT:
+                del recent[next(iter(recent))]
             while not in_flight.acquire(timeout=0.5):
                 inference.check()
             future = pool.submit(_decode_or_fail, hashed, geometry, max_pixels)
@@ -176,24 +184,3 @@ def _decode_or_fail(hashed: Hashed, geometry: Geometry, max_pixels: int) -> Deco
         return decode(hashed, geometry, max_pixels)
     except BadImage as bad:
         return Failure(hashed.file, bad.reason, sha256=hashed.sha256)
-
-
-class _Worker(threading.Thread):
-    """A stage thread whose exception is re-raised in the caller by `check()`."""
-
-    def __init__(self, stop: threading.Event, target: Callable[..., None], *args: object) -> None:
-        super().__init__(name="tagger-inference", daemon=True)
-        self._halt, self._target_fn, self._args = stop, target, args
-        self._error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self._target_fn(*self._args)
-        except BaseException as exc:
-            self._error = exc
-            self._halt.set()
-
-    def check(self) -> None:
-        if self._error is not None:
-            raise self._error

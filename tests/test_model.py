@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,21 @@ def test_weights_of_another_model_are_refused(tmp_path: Path) -> None:
     torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
     with pytest.raises(WeightsError, match="does not fit resnet18"):
         Classifier.load("resnet18", tmp_path, wrong)
+
+
+def test_weights_baked_into_the_installation_are_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Docker image bakes ResNet-18 into <prefix>/share/tagger/models; /data stays empty."""
+    from tagger.model import spec_for, weights_file
+
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
+    spec, data_dir = spec_for("resnet18"), tmp_path / "data"
+    assert weights_file(spec, data_dir, None) == data_dir / "models" / spec.file_name
+    baked = tmp_path / "prefix" / "share" / "tagger" / "models" / spec.file_name
+    baked.parent.mkdir(parents=True)
+    baked.write_bytes(b"weights")
+    assert weights_file(spec, data_dir, None) == baked
+    (data_dir / "models").mkdir(parents=True)
+    (data_dir / "models" / spec.file_name).write_bytes(b"fetched")  # a user's own fetch wins
+    assert weights_file(spec, data_dir, None) == data_dir / "models" / spec.file_name
