@@ -202,6 +202,7 @@ def watch(
     if observer:
         overrides["watch"] = {"observer": observer}
     settings = app.settings(**overrides)
+    logging.getLogger().setLevel(settings.log_level)  # a daemon's log is its journal
     roots = list(folders) or settings.watch.paths
     if not roots:
         raise click.UsageError("no folder to watch: give one, or set watch.paths in the config")
@@ -601,7 +602,7 @@ def _masked(url: Any) -> Any:
 
 
 def _print(rows: Sequence[dict[str, Any]], columns: list[str], fmt: str, empty: str = "") -> None:
-    if not rows and fmt == "table":
+    if not rows and fmt in ("table", "paths"):  # nothing at all for `| xargs`
         if empty:
             click.echo(empty, err=True)
         return

@@ -120,7 +120,9 @@ class Settings(BaseSettings):
 
     db: str = Field(default="", description="database path or SQLAlchemy URL; default: data_dir")
     data_dir: Path = Field(default_factory=lambda: platformdirs.user_data_path("tagger"))
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="what `tagger watch` logs; other commands: warnings, or -v"
+    )
     model: ModelSettings = ModelSettings()
     batch: BatchSettings = BatchSettings()
     scan: ScanSettings = ScanSettings()

@@ -24,7 +24,7 @@ from watchdog.events import FileSystemEvent
 
 from tagger.config import Settings
 from tagger.errors import TaggerError
-from tagger.files import PhotoFilter, walk, walk_and_sweep
+from tagger.files import PhotoFilter, printable, walk, walk_and_sweep
 from tagger.observe import Handler, Observers, Settler
 from tagger.pipeline import Item, Pipeline
 from tagger.records import Gone, Moved, Outcome, Summary
@@ -158,7 +158,7 @@ class Daemon:
             if not root.is_dir():
                 raise TaggerError(f"cannot watch {root}: not a folder")
         with DaemonLock(self._files):
-            pipeline = Pipeline(self._settings, self._store, self._classifier, self.intake.done)
+            pipeline = Pipeline(self._settings, self._store, self._classifier, self._done)
             runner = Worker(
                 "tagger-pipeline", pipeline.run, self.intake.items(stop), stop, halt=stop
             )
@@ -263,6 +263,10 @@ class Daemon:
                     self._settle(str(path))
         elif self._wanted(src, False):
             self._settle(src, closed=event.event_type == "closed")
+
+    def _done(self, path: str, outcome: Outcome) -> None:
+        log.info("%s %s", outcome.value, printable(path))
+        self.intake.done(path, outcome)
 
     def _settle(self, path: str, closed: bool = False) -> None:
         if not self.settler.touch(path, closed):

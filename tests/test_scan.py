@@ -145,3 +145,39 @@ def test_resnet18_from_a_weights_file(
     monkeypatch.delenv("TAGGER_MODEL__WEIGHTS_PATH")
     again = tagger("scan", str(photo_dir / "coral_hot_dog.jpg"))
     assert "1 new" in again.out
+
+
+def test_deleted_files_are_marked_missing_then_pruned(
+    tagger: Callable[..., Result], photo_dir: Path
+) -> None:
+    shutil.copy(photo_dir / "coral_cat_720p.jpg", photo_dir / "cat copy.jpg")
+    assert tagger("scan", str(photo_dir)).code == 0
+    (photo_dir / "coral_cat_720p.jpg").unlink()  # the copy still holds the content
+    (photo_dir / "coral_hot_dog.jpg").unlink()  # the only path to its content
+    assert tagger("scan", str(photo_dir)).code == 0
+
+    cats = json_out(tagger("query", "--label", "tabby", "--min-score", "0", "--format", "json"))
+    assert [Path(row["path"]).name for row in cats] == ["cat copy.jpg"]  # type: ignore[index]
+    assert tagger("query", "--label", "hotdog", "--format", "paths").out == ""
+    shown = json_out(tagger("show", str(photo_dir / "coral_hot_dog.jpg"), "--format", "json"))
+    assert shown["missing_since"] is not None  # type: ignore[index]
+
+    assert "Would remove 2 missing files and 1 images" in tagger("prune", "--dry-run").out
+    assert "Removed 2 missing files and 1 images" in tagger("prune").out
+    assert tagger("show", str(photo_dir / "coral_hot_dog.jpg")).code == 1
+    with sqlite3.connect(photo_dir.parent / "tagger.db") as db:
+        assert db.execute("select count(*) from tags where label = 'hotdog'").fetchone() == (0,)
+        assert db.execute(
+            "select count(*) from files where missing_since is not null"
+        ).fetchone() == (0,)
+
+
+def test_an_empty_or_unmounted_folder_marks_nothing_missing(
+    tagger: Callable[..., Result], photo_dir: Path
+) -> None:
+    assert tagger("scan", str(photo_dir)).code == 0
+    hidden = photo_dir.parent / "elsewhere"
+    photo_dir.rename(hidden)
+    photo_dir.mkdir()  # an empty mount point where the share used to be
+    assert tagger("scan", str(photo_dir)).code == 0
+    assert tagger("query", "--label", "hotdog", "--format", "paths").out.strip()

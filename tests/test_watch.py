@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from watchdog.observers import Observer
 
 from tagger.config import Settings
 from tagger.daemon import Daemon
@@ -308,5 +310,46 @@ def test_auto_observer_polls_a_folder_on_nfs(tmp_path: Path) -> None:
     try:
         observers.watch(tmp_path, mounts=f"nas:/photos {tmp_path} nfs4 rw 0 0\n")
         assert observers.kinds[str(tmp_path)].startswith("polling: nfs4 filesystem")
+    finally:
+        observers.stop()
+
+
+def test_the_periodic_rescan_catches_what_the_observer_missed(harness: Harness) -> None:
+    # A polling observer that never gets round to looking: only the rescan can find the file.
+    harness.start(observer="polling", poll_interval=3600, rescan_interval=0.5)
+    shutil.copy(HOTDOG, harness.uploads / "missed.jpg")
+    harness.wait_tagged(harness.uploads / "missed.jpg", "hotdog")
+
+
+class FullInotify(Observer):  # type: ignore[misc,valid-type]
+    """inotify as it behaves when fs.inotify.max_user_watches is used up (watchdog's error)."""
+
+    def schedule(self, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+
+def test_a_full_inotify_falls_back_to_polling(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tagger.observe.Observer", FullInotify)
+    running = harness.start(observer="auto")
+    assert running.daemon.observers.kinds == {
+        str(harness.uploads): "polling: inotify limit reached, every 0.2s"
+    }
+    shutil.copy(CAT, harness.uploads / "cat.jpg")
+    harness.wait_tagged(harness.uploads / "cat.jpg")
+
+
+def test_a_full_inotify_is_an_error_when_native_is_required(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tagger.config import WatchSettings
+    from tagger.observe import Handler
+
+    monkeypatch.setattr("tagger.observe.Observer", FullInotify)
+    observers = Observers(WatchSettings(observer="native"), Handler(10))
+    try:
+        with pytest.raises(TaggerError, match="max_user_watches"):
+            observers.watch(tmp_path)
     finally:
         observers.stop()
