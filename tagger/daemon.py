@@ -197,6 +197,8 @@ class Daemon:
             now = time.monotonic()
             if not runner.is_alive():
                 break
+            if not self.observers.alive():  # e.g. the watched folder was unmounted
+                raise TaggerError("the folder observer stopped; see the log above for why")
             self._drain_events()
             for path in self.settler.settled():
                 if self.intake.offer(Path(path)):
@@ -212,6 +214,9 @@ class Daemon:
                     self.handler.overflowed = False
                     rescan, last_rescan = self._rescan(stop), now
             if now - last_status >= STATUS_INTERVAL:
+                for root in self._roots:  # a deleted or moved root leaves inotify watching nothing
+                    if not root.is_dir():
+                        raise TaggerError(f"{root} is gone; stopping")
                 self._write_status()
                 last_status = now
             if heartbeat and now - last_beat >= heartbeat / 2 and self._healthy(heartbeat):
