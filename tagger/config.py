@@ -81,6 +81,9 @@ class ScanSettings(_Section):
     max_pixels: int = Field(
         default=200_000_000, ge=1, description="larger images are refused (decompression bombs)"
     )
+    max_file_size: int = Field(
+        default=500_000_000, ge=1, description="bytes; larger files are refused unread"
+    )
 
 
 class WatchSettings(_Section):

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TICK = 0.2  # seconds between main-loop turns
 INTAKE_CAPACITY = 256  # paths waiting for the pipeline; the decoded images are bounded there
+MAX_TRIES = 5  # for files that could not be read (vanished, permission): then wait for a change
 
 
 class Intake:
@@ -151,6 +152,8 @@ class Daemon:
         self.settler = Settler(settings.watch.stability_delay, settings.watch.max_pending)
         self.handler = Handler(capacity=4 * settings.watch.max_pending)
         self.observers = Observers(settings.watch, self.handler)
+        self._tries: dict[str, int] = {}  # unreadable files: attempts so far
+        self._retries: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
 
     def run(self, stop: threading.Event) -> Summary:
         """Watch until `stop` is set; raises what stopped the pipeline, if anything did."""
@@ -237,7 +240,13 @@ class Daemon:
         return Worker("tagger-rescan", feed, halt=stop)
 
     def _drain_events(self) -> None:
-        """Turn queued events into settling files, moves and removals."""
+        """Turn queued events into settling files, moves and removals; schedule retries."""
+        while True:
+            try:
+                path, delay = self._retries.get_nowait()
+            except queue.Empty:
+                break
+            self.settler.touch(path, delay=delay)
         while True:
             try:
                 event = self.handler.events.get_nowait()
@@ -270,7 +279,20 @@ class Daemon:
             self._settle(src, closed=event.event_type == "closed")
 
     def _done(self, path: str, outcome: Outcome) -> None:
+        """The pipeline's report (from its threads): log, free the path, plan any retry."""
         log.info("%s %s", outcome.value, printable(path))
+        tries = self._tries.pop(path, 0) + 1
+        if outcome is Outcome.UNREADABLE:
+            if tries <= MAX_TRIES:
+                self._tries[path] = tries
+                self._retries.put((path, self._settings.watch.stability_delay * 3**tries))
+            else:
+                log.warning(
+                    "gave up on %s after %d tries; it is tried again when it changes or at "
+                    "the next rescan",
+                    printable(path),
+                    MAX_TRIES,
+                )
         self.intake.done(path, outcome)
 
     def _settle(self, path: str, closed: bool = False) -> None:
@@ -284,7 +306,7 @@ class Daemon:
         if is_directory:
             relative = Path(path).relative_to(root)
             return not any(self._filter.ignored(part) for part in relative.parts)
-        return self._filter.accepts(Path(path), root, self._settings.scan.follow_symlinks)
+        return self._filter.wanted(Path(path), root)
 
     def _healthy(self, heartbeat: float) -> bool:
         """Alive, and either idle or making progress: a hung model stops the heartbeat."""

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from tagger.errors import BadImage
+from tagger.errors import BadImage, SkipFile
+from tagger.hashing import open_regular
 from tagger.records import Decoded, Hashed
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def decode(hashed: Hashed, geometry: Geometry, max_pixels: int) -> Decoded:
     if hashed.file.size == 0:
         raise BadImage("empty file (0 bytes)")
     try:
-        with Image.open(hashed.file.path) as image:
+        with open_regular(hashed.file.path) as handle, Image.open(handle) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise BadImage(
@@ -65,7 +66,7 @@ def decode(hashed: Hashed, geometry: Geometry, max_pixels: int) -> Decoded:
                     " (scan.max_pixels)"
                 )
             return _decode_open(hashed, image, geometry)
-    except BadImage:
+    except SkipFile:
         raise
     except UnidentifiedImageError:
         raise BadImage("not an image, or a format tagger cannot read") from None

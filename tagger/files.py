@@ -38,18 +38,6 @@ class PhotoFilter:
         relative = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
         return not any(self.ignored(part) for part in relative.parts)
 
-    def accepts(self, path: Path, root: Path, follow_symlinks: bool) -> bool:
-        """`wanted`, and a name tagger can store; logs why a photo-like file is left out."""
-        if not self.wanted(path, root):
-            return False
-        if not follow_symlinks and path.is_symlink():
-            log.info("skipped symlink %s (scan.follow_symlinks is off)", printable(path))
-            return False
-        if not _utf8(str(path)):
-            log.warning("skipped %s: file name is not valid UTF-8", printable(path))
-            return False
-        return True
-
 
 def walk(
     roots: Iterable[Path],
@@ -70,15 +58,34 @@ def walk(
             if photo_filter.wanted(root, root.parent):
                 yield root
             continue
+        visited: set[tuple[int, int]] = set()
         for dirpath, dirnames, filenames in os.walk(
             root, followlinks=follow_symlinks, onerror=error
         ):
+            if follow_symlinks and not _first_visit(dirpath, visited):
+                log.warning(
+                    "skipped %s: a symlink loop, or a folder seen before", printable(dirpath)
+                )
+                dirnames[:] = []
+                continue
             dirnames[:] = sorted(d for d in dirnames if not photo_filter.ignored(d))
             folder = Path(dirpath)
             for name in sorted(filenames):
                 path = folder / name
-                if photo_filter.accepts(path, root, follow_symlinks):
+                if photo_filter.wanted(path, root):
                     yield path
+
+
+def _first_visit(folder: str, visited: set[tuple[int, int]]) -> bool:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return False
+    key = (st.st_dev, st.st_ino)
+    if key in visited:
+        return False
+    visited.add(key)
+    return True
 
 
 def walk_and_sweep(
@@ -103,6 +110,12 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def storable(path: Path | str) -> str:
+    """The path as text a database can hold: undecodable bytes become `\\xNN` escapes."""
+    text = str(path)
+    return text if _utf8(text) else os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def printable(path: Path | str) -> str:

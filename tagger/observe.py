@@ -163,13 +163,13 @@ class Settler:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def touch(self, path: str, closed: bool = False) -> bool:
+    def touch(self, path: str, closed: bool = False, delay: float | None = None) -> bool:
         """Restart the wait for `path`; False when full (the caller falls back to a rescan)."""
         if path not in self._pending and len(self._pending) >= self._capacity:
             return False
-        now = self._clock()
         # After close-write one more unchanged look (next tick) is enough.
-        self._pending[path] = _Pending(now if closed else now + self._delay, stat_of(path))
+        wait = 0.0 if closed else self._delay if delay is None else delay
+        self._pending[path] = _Pending(self._clock() + wait, stat_of(path))
         return True
 
     def forget(self, path: str) -> None:

@@ -23,7 +23,8 @@ import numpy as np
 from tagger.batching import END, EndOfInput, batches
 from tagger.config import Settings
 from tagger.decode import Geometry, decode
-from tagger.errors import BadImage, SkipFile
+from tagger.errors import BadImage, SkipFile, Unreadable
+from tagger.files import printable, storable
 from tagger.hashing import hash_file, stat_file
 from tagger.model import Classifier
 from tagger.records import (
@@ -102,6 +103,7 @@ class Pipeline:
         # what left this window long ago is in the store by now.
         recent: dict[str, None] = {}
         geometry, max_pixels = self._classifier.spec.geometry, self._settings.scan.max_pixels
+        max_size, follow = self._settings.scan.max_file_size, self._settings.scan.follow_symlinks
         for path in paths:
             if stop.is_set():
                 break
@@ -116,7 +118,12 @@ class Pipeline:
                         )
                 continue
             try:
-                file = stat_file(str(path))
+                file = stat_file(str(path), follow)
+                if file.size > max_size:
+                    raise BadImage(
+                        f"file too large: {file.size:,} bytes, over the limit of {max_size:,}"
+                        " (scan.max_file_size)"
+                    )
                 state = self._store.file_state(file.path)
                 if (
                     state
@@ -130,7 +137,9 @@ class Pipeline:
                     continue
                 hashed = hash_file(file)
             except SkipFile as skip:
-                self._fail(writer, Failure(FileInfo(str(path), 0, 0), skip.reason))
+                transient = isinstance(skip, Unreadable)
+                failure = Failure(FileInfo(storable(path), 0, 0), skip.reason, transient=transient)
+                self._fail(writer, failure, reported=str(path))
                 continue
             known = self._store.image_state(hashed.sha256)
             if hashed.sha256 in recent or (known is not None and known.current(model)):
@@ -167,10 +176,11 @@ class Pipeline:
             for _ in batch:
                 in_flight.release()
 
-    def _fail(self, writer: StoreWriter, failure: Failure) -> None:
-        log.warning("skipped %s: %s", failure.file.path, failure.reason)
+    def _fail(self, writer: StoreWriter, failure: Failure, reported: str | None = None) -> None:
+        log.warning("skipped %s: %s", printable(failure.file.path), failure.reason)
         writer.put(failure)
-        self._done(failure.file.path, Outcome.FAILED)
+        outcome = Outcome.UNREADABLE if failure.transient else Outcome.FAILED
+        self._done(reported or failure.file.path, outcome)
 
     def _done(self, path: str, outcome: Outcome) -> None:
         with self._lock:
@@ -182,5 +192,7 @@ class Pipeline:
 def _decode_or_fail(hashed: Hashed, geometry: Geometry, max_pixels: int) -> Decoded | Failure:
     try:
         return decode(hashed, geometry, max_pixels)
-    except BadImage as bad:
+    except BadImage as bad:  # the content is bad: remembered with its hash
         return Failure(hashed.file, bad.reason, sha256=hashed.sha256)
+    except Unreadable as unreadable:  # the file moved under us: try again later
+        return Failure(hashed.file, unreadable.reason, transient=True)

@@ -67,6 +67,7 @@ class Failure:
     file: FileInfo
     reason: str
     sha256: str | None = None
+    transient: bool = False  # vanished, permission, changed while read: worth a retry
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
     UNCHANGED = "unchanged"
     FAILED = "failed"
+    UNREADABLE = "unreadable"  # failed, but worth another try (see Failure.transient)
     MOVED = "moved"
     MISSING = "missing"
 
@@ -114,13 +116,17 @@ class Summary:
     def total(self) -> int:
         """Files looked at (moves and removals are counted apart)."""
         c = self.counts
-        return c[Outcome.NEW] + c[Outcome.DUPLICATE] + c[Outcome.UNCHANGED] + c[Outcome.FAILED]
+        return c[Outcome.NEW] + c[Outcome.DUPLICATE] + c[Outcome.UNCHANGED] + self.failed
+
+    @property
+    def failed(self) -> int:
+        return self.counts[Outcome.FAILED] + self.counts[Outcome.UNREADABLE]
 
     def __str__(self) -> str:
         c = self.counts
         text = (
             f"{self.total} files: {c[Outcome.NEW]} new, {c[Outcome.DUPLICATE]} duplicate content, "
-            f"{c[Outcome.UNCHANGED]} unchanged, {c[Outcome.FAILED]} failed"
+            f"{c[Outcome.UNCHANGED]} unchanged, {self.failed} failed"
         )
         extra = [f"{c[o]} {o.value}" for o in (Outcome.MOVED, Outcome.MISSING) if c[o]]
         return ", ".join([text, *extra])
