@@ -22,7 +22,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from tagger import __version__
 from tagger.config import ModelName, Settings, explain, load_settings
 from tagger.errors import SkipFile, TaggerError
-from tagger.files import PhotoFilter, walk_and_sweep
+from tagger.files import PhotoFilter, printable, walk_and_sweep
 from tagger.output import FORMATS, render
 from tagger.records import Outcome
 from tagger.store import Store, make_engine, schema_revisions, upgrade
@@ -154,7 +154,7 @@ def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int
 
         def report(path: str, outcome: Outcome) -> None:
             bar.update()
-            log.info("%s %s", outcome.value, path)
+            log.info("%s %s", outcome.value, printable(path))
 
         from tagger.pipeline import Pipeline
 

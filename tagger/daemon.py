@@ -24,7 +24,7 @@ from watchdog.events import FileSystemEvent
 
 from tagger.config import Settings
 from tagger.errors import TaggerError
-from tagger.files import PhotoFilter, printable, walk, walk_and_sweep
+from tagger.files import PhotoFilter, printable, storable, walk, walk_and_sweep
 from tagger.observe import Handler, Observers, Settler
 from tagger.pipeline import Item, Pipeline
 from tagger.records import Gone, Moved, Outcome, Summary
@@ -258,16 +258,16 @@ class Daemon:
         src = _text(event.src_path)
         if event.event_type == "deleted":
             self.settler.forget(src)
-            self.intake.offer(Gone(src))
+            self.intake.offer(Gone(storable(src)))
         elif event.event_type == "moved":
             dst = _text(event.dest_path)
             self.settler.forget(src)
             src_kept = self._wanted(src, event.is_directory)
             dst_kept = self._wanted(dst, event.is_directory)
             if src_kept and dst_kept:
-                self.intake.offer(Moved(src, dst))
+                self.intake.offer(Moved(storable(src), storable(dst)))
             elif src_kept:
-                self.intake.offer(Gone(src))
+                self.intake.offer(Gone(storable(src)))
             if dst_kept and not event.is_directory:
                 self._settle(dst)
         elif event.is_directory:

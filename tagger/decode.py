@@ -8,6 +8,7 @@ rotation is applied to the small result (a centre square crop commutes with it).
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,8 @@ _WHITE = (255, 255, 255)
 # We enforce our own limit (scan.max_pixels) right after reading the header, so that
 # Pillow's global bomb check does not warn or refuse on its own terms.
 Image.MAX_IMAGE_PIXELS = None
+# Pillow warns (rather than raises) about e.g. a corrupt EXIF block; we read past it.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
 @dataclass(frozen=True)

@@ -98,10 +98,10 @@ def walk_and_sweep(
         errors: list[OSError] = []
         present: set[str] = set()
         for path in walk([root], photo_filter, follow_symlinks, errors.append):
-            present.add(str(path))
+            present.add(storable(path))
             yield path
         if root.exists() and not errors:
-            yield Swept(str(root.absolute()), frozenset(present))
+            yield Swept(storable(root.absolute()), frozenset(present))
 
 
 def _utf8(text: str) -> bool:

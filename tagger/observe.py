@@ -141,7 +141,7 @@ Stat = tuple[int, int]
 
 def stat_of(path: str) -> Stat | None:
     try:
-        st = os.stat(path)
+        st = os.stat(path, follow_symlinks=False)  # a dangling symlink is still news
     except OSError:
         return None
     return (st.st_size, st.st_mtime_ns)

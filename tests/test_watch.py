@@ -362,3 +362,32 @@ def test_a_watched_folder_that_disappears_stops_the_daemon_with_an_error(harness
     assert not running.thread.is_alive()
     assert [str(e) for e in harness.errors] == [f"{harness.uploads} is gone; stopping"]
     harness.errors.clear()
+
+
+def test_bad_files_dropped_into_the_watched_folder_never_stop_the_daemon(
+    harness: Harness, tmp_path: Path
+) -> None:
+    from test_bad_input import make_corpus
+
+    staging, outside = tmp_path / "staging", tmp_path / "outside"
+    staging.mkdir()
+    outside.mkdir()
+    bad, good = make_corpus(staging, outside)
+    bad.pop("huge.jpg")  # under the default size limit here
+    good.append("huge.jpg")
+    running = harness.start()
+    for entry in sorted(staging.iterdir()):
+        os.rename(entry, harness.uploads / entry.name)
+    uploads = str(harness.uploads)
+
+    def recorded() -> set[str]:
+        rows = harness.rows(
+            "select f.path from files f left join images i on i.id = f.image_id "
+            "where f.error is not null or i.status = 'failed'"
+        )
+        return {os.path.relpath(path, uploads) for (path,) in rows}
+
+    wait_for(lambda: recorded() == set(bad), what=f"the bad files {set(bad) - recorded()}")
+    for name in good:
+        harness.wait_tagged(harness.uploads / name)
+    assert running.thread.is_alive()
