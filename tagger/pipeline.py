@@ -11,6 +11,7 @@ The main thread does the cheap, ordered part (stat, hash, dedup); decoding runs 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 Report = Callable[[str, Outcome], None]
 Item = Path | Gone | Moved | Swept
 _RECENT = 4096
+_NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
 
 
 class Pipeline:
@@ -72,7 +74,7 @@ class Pipeline:
         in_flight = threading.BoundedSemaphore(2 * self._settings.batch.size + workers)
         decoded: queue.Queue[Decoded | Failure | EndOfInput] = queue.Queue()
         with (
-            StoreWriter(self._store) as writer,
+            StoreWriter(self._store, stop=stop) as writer,
             ThreadPoolExecutor(workers, thread_name_prefix="tagger-decode") as pool,
         ):
             inference = Worker(
@@ -171,7 +173,9 @@ class Pipeline:
             if images and not stop.is_set():
                 tags = self._classifier.classify(np.stack([image.pixels for image in images]))
                 for image, image_tags in zip(images, tags, strict=True):
-                    writer.put(Tagged(image, image_tags, self._classifier.id))
+                    # The pixels are done with: a stalled writer must not hold 150 kB each.
+                    slim = dataclasses.replace(image, pixels=_NO_PIXELS)
+                    writer.put(Tagged(slim, image_tags, self._classifier.id))
                     self._done(image.hashed.file.path, Outcome.NEW)
             for _ in batch:
                 in_flight.release()

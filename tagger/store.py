@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from tagger.errors import SchemaError, TaggerError
@@ -40,6 +42,8 @@ from tagger.schema import Tag as TagRow
 
 log = logging.getLogger(__name__)
 _BUSY_TIMEOUT_S = 30
+_MAX_RETRY_WAIT = 30.0  # seconds between tries while the database cannot be written
+_QUEUE_LIMIT = 4096  # operations waiting for the writer
 
 
 def migrations_dir() -> Path:
@@ -227,18 +231,28 @@ class StoreWriter:
     group in flight and never leaves half of one image behind.
     """
 
-    def __init__(self, store: Store, group: int = 256) -> None:
+    def __init__(self, store: Store, group: int = 256, stop: threading.Event | None = None) -> None:
         self._store = store
+        self._stop = stop or threading.Event()
         self._group = group
-        self._queue: queue.Queue[object] = queue.Queue()
+        # Bounded: when the database stalls (disk full), the pipeline waits instead of piling up.
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_LIMIT)
         self._pending_links: defaultdict[str, list[FileInfo]] = defaultdict(list)
+        self._closing = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="tagger-store-writer", daemon=True)
         self._thread.start()
 
     def put(self, op: Op) -> None:
-        self.check()
-        self._queue.put(op)
+        """Queue `op`; waits while the queue is full, unless told to stop."""
+        while True:
+            self.check()
+            try:
+                self._queue.put(op, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    raise TaggerError("stopped while the database could not be written") from None
 
     def check(self) -> None:
         """Re-raise, in the caller, a failure of the writer thread."""
@@ -246,6 +260,7 @@ class StoreWriter:
             raise TaggerError(f"cannot write to the database: {self._error}") from self._error
 
     def close(self) -> None:
+        self._closing.set()  # a write that keeps failing now gives up instead of retrying
         self._queue.put(_STOP)
         self._thread.join()
         self.check()
@@ -268,12 +283,35 @@ class StoreWriter:
             work = [op for op in ops if op is not _STOP]
             if work and self._error is None:
                 try:
-                    self._write(work)
+                    self._write_until_done(work)
                 except Exception as exc:
-                    log.error("database write failed: %s", exc)
+                    log.error("database write failed: %s", _first_line(exc))
                     self._error = exc
             if stop:
                 return
+
+    def _write_until_done(self, work: list[Any]) -> None:
+        """Write one group, riding out what passes: a disk that is full until space is freed,
+        a database locked by another tagger, a row another process inserted first."""
+        for attempt in itertools.count(1):
+            pending = {sha: list(files) for sha, files in self._pending_links.items()}
+            try:
+                self._write(work)
+                if attempt > 1:
+                    log.warning("database writes resumed")
+                return
+            except (IntegrityError, OperationalError) as exc:
+                self._pending_links = defaultdict(list, pending)  # undo what the rollback undid
+                lost_race = isinstance(exc, IntegrityError) and attempt < 3
+                giving_up = self._closing.is_set() or self._stop.is_set()
+                if not lost_race and (giving_up or isinstance(exc, IntegrityError)):
+                    raise
+                delay = 0 if lost_race else min(2.0**attempt, _MAX_RETRY_WAIT)
+                if attempt == 1 or delay == _MAX_RETRY_WAIT:
+                    log.warning("cannot write to the database (%s); retrying", _first_line(exc))
+                deadline = time.monotonic() + delay
+                while not giving_up and time.monotonic() < deadline:
+                    giving_up = self._closing.wait(0.2) or self._stop.is_set()
 
     def _write(self, ops: list[Any]) -> None:
         now = utcnow()
@@ -385,3 +423,8 @@ def _sweep(session: Session, op: Swept, now: Any) -> None:
         session.execute(update(File).where(File.id.in_(chunk)).values(missing_since=now))
     if gone:
         log.info("%d files under %s are gone; marked missing", len(gone), op.root)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
