@@ -44,4 +44,6 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value)
+    text = str(value)
+    # A file name must not be able to move the cursor or recolour the terminal.
+    return text if text.isprintable() else ascii(text)[1:-1]

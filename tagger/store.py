@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 _BUSY_TIMEOUT_S = 30
 _MAX_RETRY_WAIT = 30.0  # seconds between tries while the database cannot be written
 _QUEUE_LIMIT = 4096  # operations waiting for the writer
+_DB_MODE = 0o640
 
 
 def migrations_dir() -> Path:
@@ -65,7 +67,10 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(parsed.database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # owner and group only; SQLite's -wal and -shm copy the mode
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, _DB_MODE))
     engine = create_engine(url, connect_args={"timeout": _BUSY_TIMEOUT_S})
 
     @event.listens_for(engine, "connect")

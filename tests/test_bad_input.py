@@ -70,6 +70,7 @@ def make_corpus(folder: Path, outside: Path) -> tuple[dict[str, str], list[str]]
     add("random.jpg", np.random.default_rng(1).bytes(50_000), "not an image")
     add("notes.png", b"shopping list: milk, eggs\n", "not an image")
     add("page.png", b"<!DOCTYPE html><html><body>404 Not Found</body></html>", "not an image")
+    add("evil\x1b[2J\nname.jpg", b"clears your terminal", "not an image")
     add("bomb.png", png_header_only(60_000, 60_000), "too many pixels: 60000x60000")
     add("huge.jpg", CAT + b"\0" * 3_000_000, "file too large")
     os.mkfifo(folder / "pipe.jpg")
@@ -133,6 +134,9 @@ def test_every_kind_of_bad_file_is_recorded_and_the_rest_is_tagged(
     skipped = [line for line in result.err.splitlines() if line.startswith("skipped ")]
     assert len(skipped) == len(bad)
     assert any("caf\\xe9.jpg" in line for line in skipped)
+    assert any("evil\\x1b[2J\\nname.jpg" in line for line in skipped)
+    assert "\x1b" not in result.err
+    assert "\x1b" not in tagger("errors").out  # the table escapes it too
 
 
 def test_a_file_that_vanishes_or_changes_while_read_is_a_retryable_failure(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -157,3 +158,64 @@ def test_sigterm_in_a_200_file_drop_then_restart_tags_each_exactly_once(watch: W
     ) == [(0,)]
     assert new_count(first_out) + new_count(second_out) == 200  # nothing classified twice
     assert watch.rows("pragma integrity_check") == [("ok",)]
+
+
+KILL_ROUNDS = int(os.environ.get("TAGGER_TEST_KILL_ROUNDS", "10"))  # bench: set it higher
+
+
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(watch: Watch) -> None:
+    rng = random.Random(7)
+    per_round = 200 // KILL_ROUNDS
+    staging = watch.tmp / "staging"
+    staging.mkdir()
+    distinct_copies(staging, per_round * KILL_ROUNDS)
+    arriving = sorted(staging.iterdir())
+    for round_ in range(KILL_ROUNDS):
+        watch.start()
+        for path in arriving[round_ * per_round : (round_ + 1) * per_round]:
+            path.rename(watch.uploads / path.name)
+        time.sleep(rng.uniform(0.0, 1.5))  # mid-reconcile, mid-batch, mid-commit or idle
+        assert watch.proc is not None
+        watch.proc.kill()
+        watch.proc.wait()
+        watch.messages.clear()
+    watch.start()
+    deadline = time.monotonic() + 120
+    total = per_round * KILL_ROUNDS
+    while watch.rows("select count(*) from images")[0][0] < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    code, _, err = watch.stop()
+    assert code == 0, err
+
+    assert watch.rows("pragma integrity_check") == [("ok",)]
+    assert watch.rows("select count(*), count(distinct path) from files") == [(total, total)]
+    assert watch.rows("select count(*) from files where image_id is null or error is not null") == [
+        (0,)
+    ]
+    assert watch.rows("select count(*), count(distinct sha256) from images") == [(total, total)]
+    assert watch.rows(
+        "select count(*) from images i"
+        " where (select count(*) from tags t where t.image_id = i.id) != 5"
+    ) == [(0,)]
+
+
+def test_scan_while_watch_runs_neither_locks_nor_duplicates(watch: Watch) -> None:
+    watch.start()
+    distinct_copies(watch.uploads, 120)
+    scan = subprocess.run(
+        [sys.executable, "-m", "tagger", "--db", str(watch.db), "scan", str(watch.uploads)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert scan.returncode == 0, scan.stderr
+    assert "locked" not in scan.stderr
+    deadline = time.monotonic() + 60
+    while watch.rows("select count(*) from images")[0][0] < 120 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    code, _, err = watch.stop()
+    assert code == 0, err
+    assert "locked" not in err and "Traceback" not in err
+    assert watch.rows("select count(*), count(distinct path) from files") == [(120, 120)]
+    assert watch.rows("select count(*), count(distinct sha256) from images") == [(120, 120)]
+    assert watch.rows("select count(*) from tags") == [(600,)]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 from alembic import command
 from conftest import Result
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from tagger.batching import END, batches
 from tagger.errors import SchemaError
@@ -100,3 +102,18 @@ def test_batches_fill_up_or_leave_after_max_wait() -> None:
     later.start()
     assert list(batches(source, size=10, max_wait=60)) == [[7]]
     later.join()
+
+
+def test_a_new_database_is_private_to_owner_and_group(tmp_path: Path) -> None:
+    old = os.umask(0o022)  # a typical umask, which would leave it world-readable
+    try:
+        store = Store(f"sqlite:///{tmp_path / 'tags.db'}")
+        with store.session() as session:
+            session.execute(text("SELECT 1"))
+        store.close()
+    finally:
+        os.umask(old)
+    for name in ("tags.db", "tags.db-wal", "tags.db-shm"):
+        if (tmp_path / name).exists():
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) & 0o007 == 0, name
+    assert stat.S_IMODE((tmp_path / "tags.db").stat().st_mode) == 0o640

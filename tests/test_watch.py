@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -391,3 +392,97 @@ def test_bad_files_dropped_into_the_watched_folder_never_stop_the_daemon(
     for name in good:
         harness.wait_tagged(harness.uploads / name)
     assert running.thread.is_alive()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MB filesystem (tmpfs), for a database that runs out of space."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    junk = folder / "junk"
+    with open(junk, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return junk
+
+
+def test_a_full_disk_pauses_writes_keeps_what_is_stored_and_resumes(
+    harness: Harness, small_disk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from test_daemon_process import distinct_copies
+
+    harness.db = small_disk / "tagger.db"
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    distinct_copies(staging, 40)
+    arriving = sorted(staging.iterdir())
+    running = harness.start()
+    for path in arriving[:10]:
+        path.rename(harness.uploads / path.name)
+    wait_for(lambda: harness.rows("select count(*) from images") == [(10,)], what="10 tagged")
+
+    junk = fill(small_disk)
+    for path in arriving[10:]:
+        path.rename(harness.uploads / path.name)
+    wait_for(lambda: "cannot write to the database" in caplog.text, what="the disk-full warning")
+    assert running.thread.is_alive()
+    assert harness.rows("select count(*) from images") == [(10,)]  # what was stored stays
+    assert harness.rows("pragma integrity_check") == [("ok",)]
+
+    junk.unlink()
+    wait_for(
+        lambda: harness.rows("select count(*) from images") == [(40,)],
+        timeout=90,
+        what="the rest, once there is space again",
+    )
+    assert "database writes resumed" in caplog.text
+    assert harness.rows("select count(*), count(distinct path) from files") == [(40, 40)]
+
+
+def tree(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(folder)): (p.lstat().st_size, p.lstat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def test_a_read_only_upload_folder_works_and_is_never_written(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """A read-only bind mount, as `-v /photos:/app/uploads:ro` gives in Docker."""
+    source = tmp_path / "nas-share"
+    source.mkdir()
+    shutil.copy(CAT, source / "cat.jpg")
+    (source / "broken.jpg").write_bytes(b"not a photo")
+    mounted = subprocess.run(["mount", "--bind", str(source), str(harness.uploads)])
+    remounted = subprocess.run(["mount", "-o", "remount,ro,bind", str(harness.uploads)])
+    if mounted.returncode or remounted.returncode:
+        pytest.skip("cannot make a read-only bind mount here")
+    try:
+        with pytest.raises(OSError, match="Read-only"):
+            (harness.uploads / "probe").write_bytes(b"")
+        before = tree(source)
+        running = harness.start()
+        harness.wait_tagged(harness.uploads / "cat.jpg")
+        shutil.copy(HOTDOG, source / "lunch.jpg")  # written on the other side of the mount
+        harness.wait_tagged(harness.uploads / "lunch.jpg", "hotdog")
+        running.stop()
+        assert tree(source) == before | {"lunch.jpg": tree(source)["lunch.jpg"]}
+    finally:
+        subprocess.run(["umount", "-l", str(harness.uploads)], check=False)
