@@ -181,3 +181,17 @@ def test_a_file_without_read_permission_is_recorded_then_tagged_once_readable() 
         assert tagger("errors").stdout.strip() == ""
     finally:
         shutil.rmtree(work)
+
+
+def test_followed_symlinks_never_loop(
+    tagger: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "photos"
+    (folder / "2024").mkdir(parents=True)
+    (folder / "2024" / "cat.jpg").write_bytes(CAT)
+    (folder / "2024" / "again").symlink_to(folder, target_is_directory=True)  # a loop
+    monkeypatch.setenv("TAGGER_SCAN__FOLLOW_SYMLINKS", "true")
+    result = tagger("scan", str(folder))
+    assert result.code == 0, result.err
+    assert "1 files: 1 new" in result.out
+    assert "symlink loop" in result.err

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -486,3 +487,26 @@ def test_a_read_only_upload_folder_works_and_is_never_written(
         assert tree(source) == before | {"lunch.jpg": tree(source)["lunch.jpg"]}
     finally:
         subprocess.run(["umount", "-l", str(harness.uploads)], check=False)
+
+
+def test_unreadable_files_are_retried_with_backoff_then_left_alone(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tagger.daemon import MAX_TRIES
+    from tagger.records import Outcome
+
+    running = harness.start()
+    daemon, target = running.daemon, str(harness.uploads / "locked.jpg")
+    shutil.copy(CAT, target)
+    running.stop()  # drive the report by hand from here: as root, nothing is unreadable
+    delays = []
+    for _ in range(MAX_TRIES + 1):
+        daemon._done(target, Outcome.UNREADABLE)
+        while not daemon._retries.empty():
+            delays.append(daemon._retries.get()[1])
+    assert len(delays) == MAX_TRIES
+    assert all(later == pytest.approx(3 * earlier) for earlier, later in pairwise(delays))
+    assert f"gave up on {target} after {MAX_TRIES} tries" in caplog.text
+    daemon._done(target, Outcome.NEW)  # success forgets the count
+    daemon._done(target, Outcome.UNREADABLE)
+    assert daemon._retries.get()[1] == delays[0]
