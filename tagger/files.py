@@ -12,7 +12,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from tagger.config import ScanSettings
-from tagger.records import Swept
+from tagger.records import Swept, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,12 @@ def walk_and_sweep(
     for root in roots:
         errors: list[OSError] = []
         present: set[str] = set()
+        started = utcnow()
         for path in walk([root], photo_filter, follow_symlinks, errors.append):
             present.add(storable(path))
             yield path
         if root.exists() and not errors:
-            yield Swept(storable(root.absolute()), frozenset(present))
+            yield Swept(storable(root.absolute()), frozenset(present), started)
 
 
 def _utf8(text: str) -> bool:

@@ -87,10 +87,12 @@ class Moved:
 
 @dataclass(frozen=True)
 class Swept:
-    """After a full walk of `root`: every stored path under it that is not `present` is gone."""
+    """After a full walk of `root`: every stored path under it that is not `present` is gone,
+    unless it was stored after the walk began (it arrived while the walk was elsewhere)."""
 
     root: str
     present: frozenset[str]
+    started: datetime
 
 
 class Outcome(StrEnum):

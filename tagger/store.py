@@ -412,7 +412,9 @@ def _move(session: Session, op: Moved, now: Any) -> None:
 
 def _sweep(session: Session, op: Swept, now: Any) -> None:
     rows = session.execute(
-        select(File.id, File.path).where(_under(op.root), File.missing_since.is_(None))
+        select(File.id, File.path).where(
+            _under(op.root), File.missing_since.is_(None), File.last_seen < op.started
+        )
     ).all()
     gone = [row.id for row in rows if row.path not in op.present]
     if gone and not op.present:

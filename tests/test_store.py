@@ -18,7 +18,7 @@ from sqlalchemy import inspect, text
 
 from tagger.batching import END, batches
 from tagger.errors import SchemaError
-from tagger.records import Decoded, FileInfo, Hashed, ModelId, Tag
+from tagger.records import Decoded, FileInfo, Hashed, ModelId, Swept, Tag, utcnow
 from tagger.store import (
     Link,
     Store,
@@ -117,3 +117,27 @@ def test_a_new_database_is_private_to_owner_and_group(tmp_path: Path) -> None:
         if (tmp_path / name).exists():
             assert stat.S_IMODE((tmp_path / name).stat().st_mode) & 0o007 == 0, name
     assert stat.S_IMODE((tmp_path / "tags.db").stat().st_mode) == 0o640
+
+
+def test_a_sweep_spares_files_stored_after_its_walk_began(tmp_path: Path) -> None:
+    """A file that lands while a long rescan walks elsewhere is not marked missing by it."""
+    store = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    root = tmp_path / "photos"
+    model = ModelId("m", "0" * 64)
+
+    def tagged(name: str, sha: str) -> Tagged:
+        hashed = Hashed(FileInfo(str(root / name), 10, 1), sha * 32)
+        decoded = Decoded(hashed, np.zeros((2, 2, 3), np.uint8), 2, 2, "JPEG")
+        return Tagged(decoded, [Tag("tabby", 281, 0.9, 1)], model)
+
+    with StoreWriter(store) as writer:
+        writer.put(tagged("old.jpg", "aa"))
+        writer.put(tagged("deleted.jpg", "bb"))
+    walk_began = utcnow()
+    with StoreWriter(store) as writer:
+        writer.put(tagged("arrived-during-walk.jpg", "cc"))
+        writer.put(Swept(str(root), frozenset({str(root / "old.jpg")}), walk_began))
+    with sqlite3.connect(tmp_path / "w.db") as db:
+        missing = db.execute("SELECT path FROM files WHERE missing_since IS NOT NULL").fetchall()
+    assert missing == [(str(root / "deleted.jpg"),)]
+    store.close()
