@@ -1,0 +1,232 @@
+"""A parsed query (tagger.querylang) as one SQL select, and exports streamed from the store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from itertools import groupby
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, or_, select
+
+from tagger.querylang import AddedTerm, FormatTerm, LabelTerm, PathTerm, Query, ScoreTerm
+from tagger.schema import File, Image, ImageStatus, Tag
+from tagger.store import Store
+
+SORTS = ("score", "-score", "added", "-added", "path", "-path")
+Row = dict[str, Any]
+
+
+def _best(condition: ColumnElement[bool]) -> tuple[Any, Any]:
+    """(best score, its label) among the image's tags meeting `condition`, as subqueries."""
+    mine = and_(Tag.image_id == Image.id, condition)
+    score = select(func.max(Tag.score)).where(mine).scalar_subquery()
+    label = (
+        select(Tag.label).where(mine).order_by(Tag.score.desc(), Tag.rank).limit(1)
+    ).scalar_subquery()
+    return score, label
+
+
+def _between(value: Any, low: float | None, high: float | None) -> ColumnElement[bool]:
+    bounds = [value >= low] if low is not None else []
+    bounds += [value <= high] if high is not None else []
+    return and_(*bounds)
+
+
+def matching_files(
+    query: Query, min_score: float, sort: str = "-score", limit: int | None = None
+) -> Select[Any]:
+    """Tagged files that match every term, with the label and score that made them match.
+
+    The score is the best among the first label term's tags (a derived `dog` or a breed);
+    without label terms it is the best model label's. `min_score` applies to label terms
+    unless the query has a `score:` term.
+    """
+    labels = query.labels
+    scores = [t for t in query.terms if isinstance(t, ScoreTerm)]
+    shown = Tag.wnid.in_(labels[0].wnids) if labels else Tag.derived.is_(False)
+    score, label = _best(shown)
+    statement = (
+        select(
+            File.path.label("path"),
+            label.label("label"),
+            score.label("score"),
+            File.first_seen.label("added"),
+            Image.format.label("format"),
+            Image.id.label("image_id"),
+        )
+        .join(Image, File.image_id == Image.id)
+        .where(Image.status == ImageStatus.TAGGED)
+    )
+    for term in query.terms:
+        if isinstance(term, LabelTerm) and not term.negate:
+            best = score if term is labels[0] else _best(Tag.wnid.in_(term.wnids))[0]
+            checks = [_between(best, s.low, s.high) for s in scores if not s.negate]
+            checks += [not_(_between(best, s.low, s.high)) for s in scores if s.negate]
+            statement = statement.where(*(checks or [best >= min_score]))
+        elif isinstance(term, LabelTerm):
+            statement = statement.where(
+                ~exists().where(
+                    Tag.image_id == Image.id, Tag.wnid.in_(term.wnids), Tag.score >= min_score
+                )
+            )
+        elif isinstance(term, ScoreTerm) and not labels:
+            inside = _between(score, term.low, term.high)
+            statement = statement.where(not_(inside) if term.negate else inside)
+        elif isinstance(term, PathTerm):
+            anywhere = or_(*(File.path.like(p, escape="\\") for p in term.like))
+            statement = statement.where(not_(anywhere) if term.negate else anywhere)
+        elif isinstance(term, AddedTerm):
+            window = _between_dates(term)
+            statement = statement.where(not_(window) if term.negate else window)
+        elif isinstance(term, FormatTerm):
+            named = func.upper(Image.format).in_(term.formats)
+            statement = statement.where(
+                or_(not_(named), Image.format.is_(None)) if term.negate else named
+            )
+    key = {"score": score, "added": File.first_seen, "path": File.path}[sort.lstrip("-")]
+    order = key.desc() if sort.startswith("-") else key.asc()
+    statement = statement.order_by(order, File.path)
+    return statement.limit(limit) if limit is not None else statement
+
+
+def _between_dates(term: AddedTerm) -> ColumnElement[bool]:
+    bounds = [File.first_seen >= term.start] if term.start is not None else []
+    bounds += [File.first_seen < term.end] if term.end is not None else []
+    return and_(*bounds)
+
+
+def find(
+    store: Store, query: Query, min_score: float, sort: str = "-score", limit: int | None = None
+) -> Iterator[Row]:
+    """The rows of `matching_files`, read in chunks as they are printed."""
+    statement = matching_files(query, min_score, sort, limit)
+    with store.session() as session:
+        for row in session.execute(statement.execution_options(yield_per=500)):
+            yield {
+                "path": row.path,
+                "label": row.label,
+                "score": None if row.score is None else round(row.score, 4),
+                "added": _iso(row.added),
+                "format": row.format,
+            }
+
+
+EXPORT_COLUMNS = [
+    "path",
+    "sha256",
+    "format",
+    "width",
+    "height",
+    "added",
+    "model",
+    "tagged_at",
+    "rank",
+    "label",
+    "wnid",
+    "class_index",
+    "score",
+    "derived",
+]
+
+
+def export(store: Store, query: Query, min_score: float) -> Iterator[Row]:
+    """Every matching file with all its tags, one dict per file, streamed in path order."""
+    files = matching_files(query, min_score, sort="path").subquery()
+    statement = (
+        select(
+            files.c.path,
+            Image.sha256,
+            Image.format,
+            Image.width,
+            Image.height,
+            files.c.added,
+            Image.model,
+            Image.tagged_at,
+            Tag.rank,
+            Tag.label,
+            Tag.wnid,
+            Tag.class_index,
+            Tag.score,
+            Tag.derived,
+        )
+        .join(Image, Image.id == files.c.image_id)
+        .join(Tag, Tag.image_id == Image.id)
+        .order_by(files.c.path, Tag.rank)
+        .execution_options(yield_per=1000)
+    )
+    with store.session() as session:
+        rows = session.execute(statement)
+        for path, group in groupby(rows, key=lambda row: row.path):
+            tags = list(group)
+            first = tags[0]
+            yield {
+                "path": path,
+                "sha256": first.sha256,
+                "format": first.format,
+                "width": first.width,
+                "height": first.height,
+                "added": _iso(first.added),
+                "model": first.model,
+                "tagged_at": _iso(first.tagged_at),
+                "tags": [
+                    {
+                        "rank": t.rank,
+                        "label": t.label,
+                        "wnid": t.wnid,
+                        "class_index": t.class_index,
+                        "score": t.score,
+                        "derived": t.derived,
+                    }
+                    for t in tags
+                ],
+            }
+
+
+def flat(file: Row) -> Iterator[Row]:
+    """One CSV row per tag of an exported file (derived as true/false, as in the JSON)."""
+    for tag in file["tags"]:
+        yield (
+            {k: v for k, v in file.items() if k != "tags"}
+            | tag
+            | {"derived": "true" if tag["derived"] else "false"}
+        )
+
+
+def _iso(moment: datetime) -> str:
+    """SQLite hands back naive datetimes; tagger stores UTC, so say so."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
+def label_tree(store: Store, min_score: float) -> list[Row]:
+    """Files per label at `min_score` or more, as a tree: each label under its nearest
+    counted ancestor on WordNet's main line (`tabby` under `domestic cat` under `cat`...)."""
+    from collections import defaultdict
+
+    from tagger.hierarchy import hierarchy
+
+    files = func.count(func.distinct(File.id))
+    statement = (
+        select(Tag.wnid, files)
+        .join(File, File.image_id == Tag.image_id)
+        .where(Tag.score >= min_score)
+        .group_by(Tag.wnid)
+    )
+    tree = hierarchy()
+    with store.session() as session:
+        counts = {w: n for w, n in session.execute(statement) if w in tree.synsets}
+    children: defaultdict[str | None, list[str]] = defaultdict(list)
+    for wnid in counts:
+        parent = next((w for w in tree.main_line(wnid)[1:] if w in counts), None)
+        children[parent].append(wnid)
+    rows: list[Row] = []
+
+    def visit(parent: str | None, depth: int) -> None:
+        for wnid in sorted(children[parent], key=lambda w: (-counts[w], tree[w].name)):
+            rows.append(
+                {"label": tree[wnid].name, "wnid": wnid, "files": counts[wnid], "depth": depth}
+            )
+            visit(wnid, depth + 1)
+
+    visit(None, 0)
+    return rows
