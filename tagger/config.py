@@ -96,7 +96,7 @@ class LabelSettings(_Section):
         default=True, description="also store WordNet ancestors of the model's classes (dog)"
     )
     min_score: float = Field(
-        default=0.1, ge=0, le=1, description="summed score a derived label needs to be stored"
+        default=0.2, ge=0, le=1, description="summed score a derived label needs to be stored"
     )
     min_scores: dict[str, float] = Field(
         default_factory=dict, description="per-label minimum scores, for any label"

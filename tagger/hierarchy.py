@@ -209,7 +209,7 @@ class LabelRules:
     """
 
     derive: bool = True
-    min_score: float = 0.1
+    min_score: float = 0.2
     min_scores: Mapping[str, float] = field(default_factory=dict)
     hidden: frozenset[str] = frozenset()
 
