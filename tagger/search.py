@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, or_, select
+from sqlalchemy import ColumnElement, Select, Subquery, and_, func, not_, or_, select
 
 from tagger.querylang import AddedTerm, FormatTerm, LabelTerm, PathTerm, Query, ScoreTerm
 from tagger.schema import File, Image, ImageStatus, Tag
@@ -17,14 +17,29 @@ SORTS = ("score", "-score", "added", "-added", "path", "-path")
 Row = dict[str, Any]
 
 
-def _best(condition: ColumnElement[bool]) -> tuple[Any, Any]:
-    """(best score, its label) among the image's tags meeting `condition`, as subqueries."""
-    mine = and_(Tag.image_id == Image.id, condition)
-    score = select(func.max(Tag.score)).where(mine).scalar_subquery()
-    label = (
-        select(Tag.label).where(mine).order_by(Tag.score.desc(), Tag.rank).limit(1)
-    ).scalar_subquery()
-    return score, label
+def _best(condition: ColumnElement[bool]) -> Subquery:
+    """Per image, its best tag meeting `condition` (image_id, label, score).
+
+    A window over the matching tags only, so `label:tabby` reads the tabby rows through
+    ix_tags_wnid_score instead of every image's tags.
+    """
+    ranked = (
+        select(
+            Tag.image_id,
+            Tag.label,
+            Tag.score,
+            func.row_number()
+            .over(partition_by=Tag.image_id, order_by=(Tag.score.desc(), Tag.rank))
+            .label("place"),
+        )
+        .where(condition)
+        .subquery("ranked")
+    )
+    return (
+        select(ranked.c.image_id, ranked.c.label, ranked.c.score)
+        .where(ranked.c.place == 1)
+        .subquery("best")
+    )
 
 
 def _between(value: Any, low: float | None, high: float | None) -> ColumnElement[bool]:
@@ -39,39 +54,47 @@ def matching_files(
     """Tagged files that match every term, with the label and score that made them match.
 
     The score is the best among the first label term's tags (a derived `dog` or a breed);
-    without label terms it is the best model label's. `min_score` applies to label terms
-    unless the query has a `score:` term.
+    without label terms it is the best model label's. A label term's score is its best tag's:
+    `score:` bounds apply to it, else `min_score` does.
     """
     labels = query.labels
     scores = [t for t in query.terms if isinstance(t, ScoreTerm)]
-    shown = Tag.wnid.in_(labels[0].wnids) if labels else Tag.derived.is_(False)
-    score, label = _best(shown)
+
+    def in_range(value: Any) -> ColumnElement[bool]:
+        checks = [_between(value, s.low, s.high) for s in scores if not s.negate]
+        checks += [not_(_between(value, s.low, s.high)) for s in scores if s.negate]
+        return and_(*(checks or [value >= min_score]))
+
+    best = _best(Tag.wnid.in_(labels[0].wnids) if labels else Tag.derived.is_(False))
     statement = (
         select(
             File.path.label("path"),
-            label.label("label"),
-            score.label("score"),
+            best.c.label,
+            best.c.score,
             File.first_seen.label("added"),
             Image.format.label("format"),
             Image.id.label("image_id"),
         )
         .join(Image, File.image_id == Image.id)
+        .join(best, best.c.image_id == Image.id)
         .where(Image.status == ImageStatus.TAGGED)
     )
+    if labels:
+        statement = statement.where(in_range(best.c.score))
     for term in query.terms:
-        if isinstance(term, LabelTerm) and not term.negate:
-            best = score if term is labels[0] else _best(Tag.wnid.in_(term.wnids))[0]
-            checks = [_between(best, s.low, s.high) for s in scores if not s.negate]
-            checks += [not_(_between(best, s.low, s.high)) for s in scores if s.negate]
-            statement = statement.where(*(checks or [best >= min_score]))
-        elif isinstance(term, LabelTerm):
-            statement = statement.where(
-                ~exists().where(
-                    Tag.image_id == Image.id, Tag.wnid.in_(term.wnids), Tag.score >= min_score
-                )
+        if isinstance(term, LabelTerm) and not term.negate and term is not labels[0]:
+            also = (
+                select(Tag.image_id)
+                .where(Tag.wnid.in_(term.wnids))
+                .group_by(Tag.image_id)
+                .having(in_range(func.max(Tag.score)))
             )
+            statement = statement.where(Image.id.in_(also))
+        elif isinstance(term, LabelTerm) and term.negate:
+            unwanted = select(Tag.image_id).where(Tag.wnid.in_(term.wnids), Tag.score >= min_score)
+            statement = statement.where(Image.id.not_in(unwanted))
         elif isinstance(term, ScoreTerm) and not labels:
-            inside = _between(score, term.low, term.high)
+            inside = _between(best.c.score, term.low, term.high)
             statement = statement.where(not_(inside) if term.negate else inside)
         elif isinstance(term, PathTerm):
             anywhere = or_(*(File.path.like(p, escape="\\") for p in term.like))
@@ -84,7 +107,7 @@ def matching_files(
             statement = statement.where(
                 or_(not_(named), Image.format.is_(None)) if term.negate else named
             )
-    key = {"score": score, "added": File.first_seen, "path": File.path}[sort.lstrip("-")]
+    key = {"score": best.c.score, "added": File.first_seen, "path": File.path}[sort.lstrip("-")]
     order = key.desc() if sort.startswith("-") else key.asc()
     statement = statement.order_by(order, File.path)
     return statement.limit(limit) if limit is not None else statement
