@@ -292,6 +292,29 @@ def export(app: App, fmt: str, terms: str | None, min_score: float | None, outpu
         writer.writerows(flat(file))
 
 
+@cli.command(
+    epilog=example(
+        "tagger retag && tagger scan ~/Pictures",
+        "tagger retag label:dog score:..0.5 && tagger scan ~/Pictures",
+    )
+)
+@click.argument("terms", nargs=-1)
+@click.option("--min-score", type=click.FloatRange(0, 1), help="as for `tagger query`")
+@pass_app
+def retag(app: App, terms: tuple[str, ...], min_score: float | None) -> None:
+    """Have the next scan tag the files TERMS match (all files without TERMS) again.
+
+    For after a change of the [labels] settings, or for images tagged before tagger
+    stored derived labels (dog, bird, ...). Their current tags stay until then.
+    """
+    from tagger.querylang import parse
+    from tagger.search import mark_for_retag
+
+    threshold = app.settings().query.min_score if min_score is None else min_score
+    count = mark_for_retag(app.store(), parse(terms), threshold)
+    click.echo(f"{count} images will be tagged again by the next scan of their folders")
+
+
 @cli.command(epilog=example("tagger show ~/Pictures/cat.jpg", "tagger show --format json cat.jpg"))
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option(

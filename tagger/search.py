@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Subquery, and_, func, not_, or_, select
+from sqlalchemy import ColumnElement, Select, Subquery, and_, func, not_, or_, select, update
 
 from tagger.querylang import AddedTerm, FormatTerm, LabelTerm, PathTerm, Query, ScoreTerm
 from tagger.schema import File, Image, ImageStatus, Tag
@@ -117,6 +117,21 @@ def _between_dates(term: AddedTerm) -> ColumnElement[bool]:
     bounds = [File.first_seen >= term.start] if term.start is not None else []
     bounds += [File.first_seen < term.end] if term.end is not None else []
     return and_(*bounds)
+
+
+def mark_for_retag(store: Store, query: Query, min_score: float) -> int:
+    """Make the next scan classify the matching images again; returns how many.
+
+    Forgetting the weights hash is what a model change does: the image is no longer
+    "tagged by the current model", so the next scan re-tags it (full softmax, current
+    `[labels]` settings) while its old tags stay searchable until then.
+    """
+    chosen = matching_files(query, min_score).with_only_columns(Image.id.label("image_id"))
+    with store.session() as session, session.begin():
+        result = session.execute(
+            update(Image).where(Image.id.in_(chosen)).values(weights_sha256="")
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def find(

@@ -166,19 +166,33 @@ def test_export_round_trips_as_json_lines_and_csv(
     assert bad.code == 1 and bad.err.startswith("error: --query")
 
 
-def test_label_settings_hide_and_threshold(
+def derived_of(tagger: Callable[..., Result], path: Path) -> dict[str, float]:
+    shown = json.loads(tagger("show", "--format", "json", str(path)).out)
+    return {t["label"]: t["score"] for t in shown["tags"] if t["derived"]}
+
+
+def test_label_settings_apply_at_tag_time_and_retag_applies_them(
     tagger: Callable[..., Result], photo_dir: Path, tmp_path: Path
 ) -> None:
+    cat, parrot = photo_dir / "coral_cat_720p.jpg", photo_dir / "coral_parrot.jpg"
+    assert tagger("scan", str(photo_dir)).code == 0
+    assert {"feline", "cat"} <= set(derived_of(tagger, cat)) and "bird" in derived_of(
+        tagger, parrot
+    )
     config = tmp_path / "tagger.toml"
     config.write_text(
         '[labels]\nmin_score = 0.5\nhide = ["feline"]\n[labels.min_scores]\nbird = 1\n'
     )
-    assert tagger("--config", str(config), "scan", str(photo_dir)).code == 0
-    cat = json.loads(tagger("show", "--format", "json", str(photo_dir / "coral_cat_720p.jpg")).out)
-    derived = {t["label"]: t["score"] for t in cat["tags"] if t["derived"]}
+    again = tagger("--config", str(config), "scan", str(photo_dir))
+    assert "0 new" in again.out and "feline" in derived_of(tagger, cat)  # nothing re-tagged
+    marked = tagger("retag", "label:cat,parrot")
+    assert marked.out == "2 images will be tagged again by the next scan of their folders\n"
+    assert "feline" in derived_of(tagger, cat)  # old tags stay until the scan
+    rescan = tagger("--config", str(config), "scan", str(photo_dir))
+    assert "2 new" in rescan.out and "7 unchanged" in rescan.out, rescan.out
+    derived = derived_of(tagger, cat)
     assert "cat" in derived and "feline" not in derived and min(derived.values()) >= 0.5
-    parrot = tagger("show", "--format", "json", str(photo_dir / "coral_parrot.jpg")).out
-    assert '"bird"' not in parrot and '"parrot"' in parrot
+    assert "bird" not in derived_of(tagger, parrot) and "parrot" in derived_of(tagger, parrot)
     config.write_text('[labels]\nhide = ["felin"]\n')
     wrong = tagger("--config", str(config), "scan", str(photo_dir))
     assert wrong.code == 1 and wrong.err.startswith("error: labels setting: no ImageNet label")
