@@ -215,18 +215,16 @@ def query(
     added:-7d..      first seen: -12h, -7d, -2w, -3m, -1y, or 2024, 2024-05, 2024-05-31
     format:png,jpg   the file's image format
 
-    Terms are ANDed; quote terms with spaces or globs for the shell.
+    Terms are ANDed; quote terms with spaces or globs for the shell. Without terms:
+    every tagged file with its best label.
     """
     from tagger.hierarchy import hierarchy
-    from tagger.querylang import LabelTerm, Query, parse
+    from tagger.querylang import Query, label_term, parse
     from tagger.search import find
 
     parsed = parse(terms)
-    if label is not None:
-        tree = hierarchy()
-        synsets = tree.resolve(label)
-        wnids = frozenset(w for s in synsets for w in tree.subtree(s.wnid))
-        parsed = Query((LabelTerm(tuple(synsets), wnids), *parsed.terms))
+    if label is not None:  # resolved on its own: its errors need no query column
+        parsed = Query((label_term(hierarchy().resolve(label)), *parsed.terms))
     threshold = app.settings().query.min_score if min_score is None else min_score
     rows = find(app.store(), parsed, threshold, sort, limit)
     if null or fmt == "paths":
@@ -348,7 +346,12 @@ def show(app: App, path: Path, fmt: str) -> None:
     )
 )
 @click.option("--min-score", type=click.FloatRange(0, 1), help="[default: query.min_score, 0.1]")
-@click.option("--all", "all_labels", is_flag=True, help="list all 1000 labels the model knows")
+@click.option(
+    "--all",
+    "all_labels",
+    is_flag=True,
+    help="list every label: the model's 1000 classes, then the WordNet labels above them",
+)
 @click.option("--tree", is_flag=True, help="counts as a tree: each label under its ancestor")
 @format_option
 @pass_app
@@ -364,10 +367,23 @@ def labels(app: App, min_score: float | None, all_labels: bool, tree: bool, fmt:
         _print(rows, ["label", "files"], fmt, empty="no tags yet")
         return
     if all_labels:
-        from tagger.labels import imagenet_labels
+        from tagger.hierarchy import hierarchy, normalise
 
-        rows = [{"class_index": i, "label": name} for i, name in enumerate(imagenet_labels())]
-        _print(rows, ["class_index", "label"], fmt)
+        known = hierarchy()
+        rows = [
+            {
+                "class_index": synset.class_index,
+                "wnid": synset.wnid,
+                "label": synset.name,
+                "synonyms": ", ".join(
+                    w.replace("_", " ")
+                    for w in synset.lemmas
+                    if normalise(w) != normalise(synset.name)
+                ),
+            }
+            for synset in [*known.classes, *(known[w] for w in known.ancestor_wnids)]
+        ]
+        _print(rows, ["class_index", "wnid", "label", "synonyms"], fmt)
         return
     from tagger.query import label_counts
 

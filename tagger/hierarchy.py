@@ -242,7 +242,7 @@ class LabelRules:
         )
 
     @cached_property
-    def _thresholds(self) -> npt.NDArray[np.float32]:
+    def thresholds(self) -> npt.NDArray[np.float32]:
         """Per ancestor column: the score it needs to be stored (inf = never)."""
         tree = hierarchy()
         limits = np.full(len(tree.ancestor_wnids), self.min_score, dtype=np.float32)
@@ -277,7 +277,7 @@ def derived_tags(probs: npt.NDArray[np.floating], rules: LabelRules) -> list[lis
     passes `rules`, best first, as derived tags (rank 0: the caller numbers them)."""
     tree = hierarchy()
     masses = np.asarray(probs, dtype=np.float32) @ tree.membership
-    passed = masses >= rules._thresholds
+    passed = masses >= rules.thresholds
     result = []
     for row, keep in zip(masses, passed, strict=True):
         columns = np.flatnonzero(keep)

@@ -88,6 +88,13 @@ class Query:
 Resolve = Callable[[str], list[Synset]]
 
 
+def label_term(synsets: Sequence[Synset], negate: bool = False) -> LabelTerm:
+    """The term matching `synsets` and everything below them (`label:dog` and the breeds)."""
+    tree = hierarchy()
+    wnids = frozenset(w for s in synsets for w in tree.subtree(s.wnid))
+    return LabelTerm(tuple(synsets), wnids, negate)
+
+
 def parse(
     args: Sequence[str],
     now: datetime | None = None,
@@ -146,7 +153,6 @@ class _Parser:
         return FormatTerm(tuple(formats), negate)
 
     def label(self, value: str, at: int, negate: bool) -> LabelTerm:
-        tree = hierarchy()
         synsets: list[Synset] = []
         for name, offset in _split(value, ","):
             if not name.strip():
@@ -155,8 +161,7 @@ class _Parser:
                 synsets += self.resolve(name)
             except LabelError as exc:
                 raise self.fail(at + offset, str(exc)) from None
-        wnids = frozenset(w for s in synsets for w in tree.subtree(s.wnid))
-        return LabelTerm(tuple(synsets), wnids, negate)
+        return label_term(synsets, negate)
 
     def range(
         self, value: str, at: int, bound: Callable[[str, int], _T]

@@ -239,3 +239,59 @@ def test_upgrade_keeps_old_tags_and_gives_them_wnids(
     assert [(r["path"], r["label"], r["score"]) for r in found] == [("/p/cat.jpg", "tabby", 0.8)]
     Store(f"sqlite:///{db}").close()
     assert os.path.getsize(db) > 0
+
+
+def test_downgrade_drops_derived_tags_and_upgrade_restores_the_schema(
+    tagger: Callable[..., Result], library: Path, tmp_path: Path
+) -> None:
+    from alembic import command
+
+    from tagger.store import alembic_config, make_engine
+
+    db = tmp_path / "tagger.db"
+    engine = make_engine(f"sqlite:///{db}")
+    command.downgrade(alembic_config(engine), "c6a4a7939f82")
+    with sqlite3.connect(db) as old:
+        columns = [row[1] for row in old.execute("PRAGMA table_info(tags)")]
+        assert "wnid" not in columns and "derived" not in columns
+        assert old.execute("SELECT count(*) FROM tags").fetchone()[0] == 9 * 5
+    command.upgrade(alembic_config(engine), "head")
+    command.check(alembic_config(engine))
+    engine.dispose()
+    assert paths(tagger("query", "label:macaw", "--format", "paths")) == ["coral_parrot.jpg"]
+
+
+def test_labels_all_lists_classes_and_the_labels_above_them(
+    tagger: Callable[..., Result],
+) -> None:
+    rows = list(csv.DictReader(io.StringIO(tagger("labels", "--all", "--format", "csv").out)))
+    assert len(rows) == 1860
+    assert rows[281] == {
+        "class_index": "281",
+        "wnid": "n02123045",
+        "label": "tabby",
+        "synonyms": "tabby cat",
+    }
+    dog = next(r for r in rows if r["wnid"] == "n02084071")
+    assert dog == {
+        "class_index": "",
+        "wnid": "n02084071",
+        "label": "dog",
+        "synonyms": "domestic dog, Canis familiaris",
+    }
+
+
+def test_hierarchy_query_and_export_modules_do_not_import_torch() -> None:
+    """The classifier's post-processing and the read side must work without torch (issue 5)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "import tagger.hierarchy as h, tagger.querylang, tagger.search\n"
+        "h.derived_tags(np.full((1, 1000), 1e-3, dtype=np.float32), h.LabelRules())\n"
+        "tagger.querylang.parse(['label:dog', 'score:0.5..'])\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
