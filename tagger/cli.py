@@ -172,7 +172,7 @@ def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int
         "tagger query label:dog",
         "tagger query label:dog,cat ^label:tabby score:0.5..",
         "tagger query 'path:holidays/2024/*' added:-7d.. --sort -added",
-        "tagger query format:png --format paths -0 | xargs -0 ls -l",
+        "tagger query format:png -0 | xargs -0 ls -l",
         "tagger query --label alp --min-score 0.5",
     )
 )

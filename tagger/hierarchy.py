@@ -59,6 +59,11 @@ class Hierarchy:
     def __getitem__(self, wnid: str) -> Synset:
         return self.synsets[wnid]
 
+    def class_wnid(self, class_index: int | None) -> str:
+        if class_index is None:
+            raise ValueError("a model tag without a class index")
+        return self.classes[class_index].wnid
+
     def ancestors(self, wnid: str) -> list[str]:
         """The hypernym closure of `wnid`, nearest first (breadth first), without itself."""
         seen: dict[str, None] = {}
@@ -173,8 +178,10 @@ class Hierarchy:
 
 
 def _term_word(synset: Synset) -> str:
+    """How to write `synset` in a query term: its name if that survives the shell and the
+    term syntax (`domestic_cat`), else its wnid."""
     name = synset.name.replace(" ", "_")
-    return name if normalise(name) == normalise(synset.name) else synset.wnid
+    return name if re.fullmatch(r"[\w.'-]+", name) else synset.wnid
 
 
 @cache
@@ -265,7 +272,7 @@ class LabelRules:
         derived = derived_tags(probs, self) if self.derive else [[] for _ in direct]
         out = []
         for tags, extra in zip(direct, derived, strict=True):
-            named = (replace(t, wnid=tree.classes[t.class_index or 0].wnid) for t in tags)
+            named = (replace(t, wnid=tree.class_wnid(t.class_index)) for t in tags)
             kept = [t for t in named if self.keeps(t)]
             ranked = [replace(t, rank=rank) for rank, t in enumerate([*kept, *extra], 1)]
             out.append(ranked)
