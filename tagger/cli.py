@@ -28,6 +28,7 @@ from tagger.store import Store, make_engine, schema_revisions, upgrade
 
 if TYPE_CHECKING:
     from tagger.model import Classifier
+    from tagger.querylang import Query
 
 # torch takes seconds to import: only the commands that run a model pay for it.
 MODEL_NAMES = list(get_args(ModelName))
@@ -219,12 +220,14 @@ def query(
     every tagged file with its best label.
     """
     from tagger.hierarchy import hierarchy
-    from tagger.querylang import Query, label_term, parse
+    from tagger.querylang import Query, label_term
     from tagger.search import find
 
-    parsed = parse(terms)
+    parsed = _parse(terms)
     if label is not None:  # resolved on its own: its errors need no query column
-        parsed = Query((label_term(hierarchy().resolve(label)), *parsed.terms))
+        named = label_term(hierarchy().resolve(label), names=[label])
+        parsed = Query((named, *parsed.terms))
+        _notes(Query((named,)))
     threshold = app.settings().query.min_score if min_score is None else min_score
     rows = find(app.store(), parsed, threshold, sort, limit)
     if null or fmt == "paths":
@@ -270,7 +273,6 @@ def export(app: App, fmt: str, terms: str | None, min_score: float | None, outpu
     import csv
     import shlex
 
-    from tagger.querylang import parse
     from tagger.search import EXPORT_COLUMNS, flat
     from tagger.search import export as exported
 
@@ -279,7 +281,7 @@ def export(app: App, fmt: str, terms: str | None, min_score: float | None, outpu
     except ValueError as exc:
         raise TaggerError(f"--query {terms!r}: {exc}") from None
     threshold = app.settings().query.min_score if min_score is None else min_score
-    files = exported(app.store(), parse(words), threshold)
+    files = exported(app.store(), _parse(words), threshold)
     if fmt == "json":
         for file in files:
             output.write(json.dumps(file, ensure_ascii=False) + "\n")
@@ -305,11 +307,10 @@ def retag(app: App, terms: tuple[str, ...], min_score: float | None) -> None:
     For after a change of the [labels] settings, or for images tagged before tagger
     stored derived labels (dog, bird, ...). Their current tags stay until then.
     """
-    from tagger.querylang import parse
     from tagger.search import mark_for_retag
 
     threshold = app.settings().query.min_score if min_score is None else min_score
-    count = mark_for_retag(app.store(), parse(terms), threshold)
+    count = mark_for_retag(app.store(), _parse(terms), threshold)
     click.echo(f"{count} images will be tagged again by the next scan of their folders")
 
 
@@ -575,6 +576,22 @@ def config_show(app: App, fmt: str) -> None:
     ]
     rows.insert(1, {"setting": "(db url)", "value": _masked(settings.db_url), "source": "derived"})
     _print(rows, ["setting", "value", "source"], fmt)
+
+
+def _parse(terms: Sequence[str]) -> Query:
+    """Query terms, with a note on stderr for each label name that means several things."""
+    from tagger.querylang import parse
+
+    parsed = parse(terms)
+    _notes(parsed)
+    return parsed
+
+
+def _notes(parsed: Query) -> None:
+    from tagger.querylang import notes
+
+    for note in notes(parsed):
+        click.echo(f"note: {note}", err=True)
 
 
 def _masked(url: Any) -> Any:

@@ -131,10 +131,12 @@ class Hierarchy:
     def resolve(self, name: str) -> list[Synset]:
         """What a user's label means, or a LabelError that says what to type instead.
 
-        In order: a wnid; a name or WordNet synonym (`domestic_dog` is `dog`; when several
-        synsets have the word, the one whose own name it is wins: `cat` is the cat, not the
-        big cat); a word of a class name, as before the hierarchy (`persian` finds "Persian
+        In order: a wnid; the synsets the word is the name of (`cat` is the cat, not the big
+        cat, whose synonym it also is), or else those it is a WordNet synonym of (`domestic_dog`
+        is `dog`); a word of a class name, as before the hierarchy (`persian` finds "Persian
         cat"); a word WordNet files under a stored label (`puppy`): an error naming it.
+        A word with several senses means all of them (`car`: automobiles and railway cars);
+        `ambiguity` says so, and a wnid picks one.
         """
         wanted = normalise(name)
         if not wanted:
@@ -142,12 +144,8 @@ class Hierarchy:
         if _WNID.match(wanted) and wanted in self.synsets:
             return [self.synsets[wanted]]
         found = self._by_name.get(wanted, [])
-        if len(found) > 1:
-            own = [s for s in found if normalise(s.name) == wanted]
-            if len(own) != 1:
-                choices = ", ".join(self.describe(s) for s in own or found)
-                raise LabelError(f"{name!r} could mean {choices}; give the full name or the wnid")
-            found = own
+        own = [s for s in found if wanted in (normalise(s.name), normalise(s.lemmas[0]))]
+        found = own or found
         if found:
             return found
         word = re.compile(rf"(^|[\s-]){re.escape(wanted)}($|[\s-])")
@@ -170,6 +168,17 @@ class Hierarchy:
         raise LabelError(
             f"no ImageNet label matches {name!r}{hint} (`tagger labels --all` lists them)"
         )
+
+    def ambiguity(self, name: str) -> str | None:
+        """A note for a name that means several synsets, listing them; None otherwise."""
+        try:
+            found = self.resolve(name)
+        except LabelError:
+            return None
+        if len(found) < 2 or normalise(name) not in self._by_name:
+            return None  # one synset, or a word of several class names (`terrier`...)
+        senses = ", ".join(self.describe(s) for s in found)
+        return f"{name!r} means {senses}; give a wnid for just one"
 
     def describe(self, synset: Synset) -> str:
         """`'crane bird' (n02012849, a kind of wading bird)`: enough to tell synsets apart."""
@@ -237,8 +246,8 @@ class LabelRules:
             except LabelError as exc:
                 raise LabelError(f"labels setting: {exc}") from None
             if len(found) != 1:
-                names = ", ".join(repr(s.name) for s in found)
-                raise LabelError(f"labels setting: {name!r} matches {names}; name one of them")
+                senses = ", ".join(tree.describe(s) for s in found)
+                raise LabelError(f"labels setting: {name!r} means {senses}; give one wnid")
             return found[0].wnid
 
         return cls(

@@ -41,6 +41,7 @@ class LabelTerm:
     synsets: tuple[Synset, ...]  # what the names resolved to; any of them matches
     wnids: frozenset[str]  # those and everything below them in WordNet
     negate: bool = False
+    names: tuple[str, ...] = ()  # as the user wrote them
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,25 @@ class Query:
 Resolve = Callable[[str], list[Synset]]
 
 
-def label_term(synsets: Sequence[Synset], negate: bool = False) -> LabelTerm:
+def label_term(
+    synsets: Sequence[Synset], negate: bool = False, names: Sequence[str] = ()
+) -> LabelTerm:
     """The term matching `synsets` and everything below them (`label:dog` and the breeds)."""
     tree = hierarchy()
     wnids = frozenset(w for s in synsets for w in tree.subtree(s.wnid))
-    return LabelTerm(tuple(synsets), wnids, negate)
+    return LabelTerm(tuple(synsets), wnids, negate, tuple(names))
+
+
+def notes(query: Query) -> list[str]:
+    """What the user may not expect: label names with several meanings, all of them used."""
+    tree = hierarchy()
+    found = (
+        tree.ambiguity(name)
+        for term in query.terms
+        if isinstance(term, LabelTerm)
+        for name in term.names
+    )
+    return [note for note in found if note]
 
 
 def parse(
@@ -154,14 +169,15 @@ class _Parser:
 
     def label(self, value: str, at: int, negate: bool) -> LabelTerm:
         synsets: list[Synset] = []
-        for name, offset in _split(value, ","):
+        names = _split(value, ",")
+        for name, offset in names:
             if not name.strip():
                 raise self.fail(at + offset, "label: an empty name between commas")
             try:
                 synsets += self.resolve(name)
             except LabelError as exc:
                 raise self.fail(at + offset, str(exc)) from None
-        return label_term(synsets, negate)
+        return label_term(synsets, negate, [name for name, _ in names])
 
     def range(
         self, value: str, at: int, bound: Callable[[str, int], _T]

@@ -125,7 +125,6 @@ def test_rules_hide_and_raise_thresholds_for_classes_and_derived() -> None:
         ("tabby", "n02123045"),
         ("tabby cat", "n02123045"),
         ("crane bird", "n02012849"),
-        ("crane", "n03126707"),  # torchvision's own name for the machine
         ("bird", "n01503061"),
     ],
 )
@@ -142,8 +141,17 @@ def test_names_that_need_help() -> None:
         "'puppy' is not a label tagger stores; WordNet files it under "
         "'dog' (n02084071, a kind of canine): try label:dog"
     )
-    with pytest.raises(LabelError, match=r"'plant' could mean .*n00017222.*n03956922"):
-        tree.resolve("plant")
+    # A word with several senses means all of them, and says so.
+    assert [s.wnid for s in tree.resolve("crane")] == ["n02012849", "n03126707"]
+    assert tree.ambiguity("crane") == (
+        "'crane' means 'crane bird' (n02012849, a kind of wading bird), "
+        "'crane' (n03126707, a kind of lifting device); give a wnid for just one"
+    )
+    assert [s.name for s in tree.resolve("car")] == ["car", "car"]
+    assert tree.ambiguity("dog") is None and tree.ambiguity("terrier") is None
+    assert len(tree.resolve("bull")) == 2 and tree.ambiguity("bull") is None  # class words
+    with pytest.raises(LabelError, match=r"labels setting: 'plant' means .*n00017222.*wnid"):
+        LabelRules.from_names(True, 0.2, {"plant": 0.5}, [])
     with pytest.raises(LabelError, match=r"did you mean 'hotdog'\?"):
         tree.resolve("hotdgo")
     with pytest.raises(LabelError, match="empty"):

@@ -15,6 +15,7 @@ from tagger.querylang import (
     PathTerm,
     QuerySyntaxError,
     ScoreTerm,
+    notes,
     parse,
 )
 
@@ -45,7 +46,16 @@ def test_label_terms() -> None:
     assert isinstance(nope, LabelTerm) and nope.negate and TABBY in nope.wnids
     bare = one("tabby")
     assert isinstance(bare, LabelTerm) and bare.wnids == {TABBY}
-    assert one("label:domestic_dog") == dog and one(f"label:{DOG}") == dog
+    assert dog.names == ("dog",)
+    for synonym in ("label:domestic_dog", f"label:{DOG}", "Canis_familiaris"):
+        same = one(synonym)
+        assert isinstance(same, LabelTerm) and same.wnids == dog.wnids, synonym
+    assert isinstance(crane := one("label:crane"), LabelTerm)  # both senses
+    assert {s.name for s in crane.synsets} == {"crane", "crane bird"}
+    assert notes(parse(["label:dog,crane", "^car"])) == [
+        hierarchy().ambiguity("crane"),
+        hierarchy().ambiguity("car"),
+    ]
     assert isinstance(spaced := one("label:tiger cat"), LabelTerm)
     assert spaced.wnids == {"n02123159"}
 
@@ -124,7 +134,6 @@ def test_format_and_combinations() -> None:
         (["label:dog,,cat"], 11, "label: an empty name between commas"),
         (["label:dog,hotdgo"], 11, "no ImageNet label matches 'hotdgo'; did you mean 'hotdog'?"),
         (["dog", "puppy"], 5, "'puppy' is not a label tagger stores"),
-        (["label:plant"], 7, "'plant' could mean"),
         (["label:dog", "score:0.5..x"], 22, "score 'x' is not a number"),
         (["score:abc"], 7, "score 'abc' is not a number"),
         (["score:1.5"], 7, "score 1.5 is outside 0..1"),

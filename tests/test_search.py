@@ -70,6 +70,8 @@ def test_plain_label_form_synonyms_and_errors(tagger: Callable[..., Result], lib
         "error: query 'label:cat score:0.5..x', column 22: score 'x' is not a number\n"
     )
     assert tagger("query", "colour:red").err.startswith("error: query 'colour:red', column 1:")
+    crane = tagger("query", "label:crane", "--min-score", "0")
+    assert crane.code == 0 and crane.err.startswith("note: 'crane' means 'crane bird' (n02012849")
 
 
 def test_path_added_format_score_sort_and_limit(
