@@ -15,6 +15,11 @@ Source: Debian ``wordnet-base`` (``apt-get install wordnet-base``: /usr/share/wo
 its noun offsets are Princeton WordNet 3.0's (checked: tabby = 02123045, see the asserts below).
 
 Run: python scripts/build_hierarchy.py [/usr/share/wordnet/data.noun]
+
+data.noun is read directly (its format is wndb(5WN): one synset per line, pointers by offset)
+rather than through NLTK or `wn`: NLTK will not read Debian's copy (it wants `lexnames` and
+`index.sense`, which wordnet-base lacks) and `wn` 0.0.23's copy has CRLF line endings that
+break its byte offsets; the twenty lines below need neither.
 """
 
 from __future__ import annotations

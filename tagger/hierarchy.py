@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cache, cached_property
 from importlib import resources
 
@@ -95,21 +95,36 @@ class Hierarchy:
         return self._descendants[wnid] | {wnid}
 
     @cached_property
-    def membership(self) -> npt.NDArray[np.float32]:
-        """(1000 classes, ancestors) 0/1: probabilities @ membership = ancestor masses."""
-        matrix = np.zeros((len(self.classes), len(self.ancestor_wnids)), dtype=np.float32)
+    def _class_columns(self) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        """The classes below each ancestor, ancestor after ancestor, and where each starts.
+
+        About 12 ancestors per class: gathering these ~12,000 pairs and summing runs is
+        several times faster than a dense (1000 x 860) product for a batch.
+        """
+        below: list[list[int]] = [[] for _ in self.ancestor_wnids]
         for synset in self.classes:
             for ancestor in self.ancestors(synset.wnid):
-                matrix[synset.class_index, self._column[ancestor]] = 1.0
-        return matrix
+                below[self._column[ancestor]].append(synset.class_index or 0)
+        starts = np.cumsum([0] + [len(b) for b in below[:-1]])
+        return np.array([c for b in below for c in b], dtype=np.intp), starts.astype(np.intp)
+
+    def masses(self, probs: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+        """(N, ancestors): each ancestor's summed probability of its classes, per row."""
+        classes, starts = self._class_columns
+        rows = np.asarray(probs, dtype=np.float32)
+        return np.add.reduceat(rows[:, classes], starts, axis=1)
 
     @cached_property
     def depth(self) -> npt.NDArray[np.int32]:
         """Per ancestor column, its steps below `entity`: ties go to the more specific."""
         return np.array([len(self.main_line(w)) for w in self.ancestor_wnids], dtype=np.int32)
 
+    @cached_property
+    def ancestor_names(self) -> list[str]:
+        return [self.synsets[w].name for w in self.ancestor_wnids]
+
     def column(self, wnid: str) -> int | None:
-        """The ancestor's column in `membership`, None for a class."""
+        """The ancestor's column in `masses`, None for a class."""
         return self._column.get(wnid)
 
     @cached_property
@@ -281,10 +296,17 @@ class LabelRules:
         derived = derived_tags(probs, self) if self.derive else [[] for _ in direct]
         out = []
         for tags, extra in zip(direct, derived, strict=True):
-            named = (replace(t, wnid=tree.class_wnid(t.class_index)) for t in tags)
+            named = [
+                Tag(t.label, t.class_index, t.score, 0, tree.class_wnid(t.class_index))
+                for t in tags
+            ]
             kept = [t for t in named if self.keeps(t)]
-            ranked = [replace(t, rank=rank) for rank, t in enumerate([*kept, *extra], 1)]
-            out.append(ranked)
+            out.append(
+                [
+                    Tag(t.label, t.class_index, t.score, rank, t.wnid, t.derived)
+                    for rank, t in enumerate([*kept, *extra], 1)
+                ]
+            )
         return out
 
 
@@ -292,23 +314,18 @@ def derived_tags(probs: npt.NDArray[np.floating], rules: LabelRules) -> list[lis
     """For each row of softmax probabilities (N, 1000): the ancestors whose summed probability
     passes `rules`, best first, as derived tags (rank 0: the caller numbers them)."""
     tree = hierarchy()
-    masses = np.asarray(probs, dtype=np.float32) @ tree.membership
+    masses = tree.masses(probs)
     passed = masses >= rules.thresholds
     result = []
+    names, wnids = tree.ancestor_names, tree.ancestor_wnids
     for row, keep in zip(masses, passed, strict=True):
         columns = np.flatnonzero(keep)
         columns = columns[np.lexsort((-tree.depth[columns], -row[columns]))]
+        scores = np.minimum(row[columns], 1.0).tolist()
         result.append(
             [
-                Tag(
-                    label=tree[tree.ancestor_wnids[c]].name,
-                    class_index=None,
-                    score=min(float(row[c]), 1.0),
-                    rank=0,
-                    wnid=tree.ancestor_wnids[c],
-                    derived=True,
-                )
-                for c in columns
+                Tag(names[c], None, score, 0, wnids[c], True)
+                for c, score in zip(columns.tolist(), scores, strict=True)
             ]
         )
     return result

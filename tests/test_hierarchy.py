@@ -88,6 +88,22 @@ def test_five_breeds_at_015_make_dog_075() -> None:
     assert {t.label for t in rows[1]} >= {"domestic cat", "cat", "feline", "animal"}
 
 
+def test_masses_are_the_sums_over_each_ancestors_classes() -> None:
+    tree = hierarchy()
+    probs = np.random.default_rng(7).dirichlet(np.full(1000, 0.05), size=4).astype(np.float32)
+    masses = tree.masses(probs)
+    assert masses.shape == (4, 860)
+    for wnid in ("n02084071", "n00015388", "n00021939", "n01503061", "n07557434"):
+        classes = [
+            tree[w].class_index for w in tree.subtree(wnid) if tree[w].class_index is not None
+        ]
+        column = tree.column(wnid)
+        assert column is not None
+        np.testing.assert_allclose(masses[:, column], probs[:, classes].sum(axis=1), rtol=1e-5)
+    entity = tree.column("n00001740")
+    np.testing.assert_allclose(masses[:, entity], 1.0, rtol=1e-5)
+
+
 def test_rules_hide_and_raise_thresholds_for_classes_and_derived() -> None:
     tree = hierarchy()
     probs = np.zeros((1, 1000), dtype=np.float32)
