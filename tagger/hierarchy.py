@@ -242,7 +242,10 @@ class LabelRules:
     derive: bool = True
     min_score: float = 0.2
     min_scores: Mapping[str, float] = field(default_factory=dict)
-    hidden: frozenset[str] = frozenset()
+    # entity, physical entity, abstraction, object, whole: above (nearly) every photo.
+    hidden: frozenset[str] = frozenset(
+        {"n00001740", "n00001930", "n00002137", "n00002684", "n00003553"}
+    )
 
     @classmethod
     def from_names(

@@ -75,10 +75,11 @@ def test_five_breeds_at_015_make_dog_075() -> None:
     probs[0, breeds] = 0.15
     probs[0, 0] = 0.25  # a tench
     probs[1, 281] = 1.0  # a tabby
-    rows = derived_tags(probs, LabelRules(min_score=0.2))
+    rows = derived_tags(probs, LabelRules(min_score=0.2, hidden=frozenset()))
     found = {t.label: round(t.score, 4) for t in rows[0]}
     assert found["dog"] == 0.75 and found["canine"] == 0.75 and found["fish"] == 0.25
-    assert found["animal"] == 1.0 and "cat" not in found
+    assert found["animal"] == 1.0 and found["entity"] == 1.0 and "cat" not in found
+    assert "entity" not in {t.label for t in derived_tags(probs, LabelRules())[0]}
     assert all(t.derived and t.class_index is None and t.wnid for t in rows[0])
     scores = [t.score for t in rows[0]]
     assert scores == sorted(scores, reverse=True)
@@ -102,6 +103,15 @@ def test_masses_are_the_sums_over_each_ancestors_classes() -> None:
         np.testing.assert_allclose(masses[:, column], probs[:, classes].sum(axis=1), rtol=1e-5)
     entity = tree.column("n00001740")
     np.testing.assert_allclose(masses[:, entity], 1.0, rtol=1e-5)
+
+
+def test_default_rules_are_the_default_settings() -> None:
+    from tagger.config import Settings
+
+    labels = Settings().labels
+    assert LabelRules() == LabelRules.from_names(
+        labels.derived, labels.min_score, labels.min_scores, labels.hide
+    )
 
 
 def test_rules_hide_and_raise_thresholds_for_classes_and_derived() -> None:
