@@ -207,7 +207,9 @@ class _Parser:
             assert low is not None
             return AddedTerm(low[0], low[1], negate)
         start = low[0] if low else None
-        end = high[1] if high else None
+        # An ISO date as the end includes its whole day (month...); `-1d` ends at that moment.
+        relative_end = _RELATIVE.match(value.partition("..")[2]) is not None
+        end = (high[0] if relative_end else high[1]) if high else None
         if start is not None and end is not None and end <= start:
             raise self.fail(at, f"added: the range {value} ends before it starts")
         return AddedTerm(start, end, negate)
