@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import groupby
@@ -9,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, Subquery, and_, func, not_, or_, select, update
 
+from tagger.hierarchy import hierarchy
 from tagger.querylang import AddedTerm, FormatTerm, LabelTerm, PathTerm, Query, ScoreTerm
 from tagger.schema import File, Image, ImageStatus, Tag
 from tagger.store import Store
@@ -239,10 +241,6 @@ def _iso(moment: datetime) -> str:
 def label_tree(store: Store, min_score: float) -> list[Row]:
     """Files per label at `min_score` or more, as a tree: each label under its nearest
     counted ancestor on WordNet's main line (`tabby` under `domestic cat` under `cat`...)."""
-    from collections import defaultdict
-
-    from tagger.hierarchy import hierarchy
-
     files = func.count(func.distinct(File.id))
     statement = (
         select(Tag.wnid, files)
