@@ -25,10 +25,12 @@ from tagger.errors import SkipFile, TaggerError
 from tagger.files import PhotoFilter, printable, walk_and_sweep
 from tagger.output import FORMATS, render
 from tagger.records import Outcome
+from tagger.search import SORTS
 from tagger.store import Store, make_engine, schema_revisions, upgrade
 
 if TYPE_CHECKING:
     from tagger.model import Classifier
+    from tagger.querylang import Query
 
 # torch takes seconds to import: only the commands that run a model pay for it.
 MODEL_NAMES = list(get_args(ModelName))
@@ -56,14 +58,20 @@ class App:
         return self._store
 
     def classifier(self, settings: Settings) -> Classifier:
+        from tagger.hierarchy import LabelRules
         from tagger.model import Classifier
 
-        return Classifier.load(
+        classifier = Classifier.load(
             settings.model.name,
             settings.data_dir,
             settings.model.weights_path,
             settings.model.threads,
         )
+        labels = settings.labels
+        classifier.label_rules = LabelRules.from_names(
+            labels.derived, labels.min_score, labels.min_scores, labels.hide
+        )
+        return classifier
 
 
 pass_app = click.make_pass_decorator(App)
@@ -319,35 +327,148 @@ def prune(app: App, dry_run: bool) -> None:
 
 @cli.command(
     epilog=example(
-        "tagger query --label alp",
-        "tagger query --label cat --min-score 0.5",
-        "tagger query --label hotdog --format paths | xargs ls -l",
+        "tagger query label:dog",
+        "tagger query label:dog,cat ^label:tabby score:0.5..",
+        "tagger query 'path:holidays/2024/*' added:-7d.. --sort -added",
+        "tagger query format:png -0 | xargs -0 ls -l",
+        "tagger query --label alp --min-score 0.5",
     )
 )
-@click.option("--label", required=True, help="an ImageNet label, or a word in one ('cat')")
-@click.option("--min-score", type=click.FloatRange(0, 1), help="[default: query.min_score, 0.1]")
+@click.argument("terms", nargs=-1)
+@click.option("--label", help="a label, as the term label:NAME ('dog', 'tabby', 'n02084071')")
+@click.option(
+    "--min-score",
+    type=click.FloatRange(0, 1),
+    help="the least score for label terms without a score: term [default: query.min_score, 0.1]",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(SORTS),
+    default="-score",
+    show_default=True,
+    help="order of the answer; a leading - means descending",
+)
 @click.option("--limit", type=click.IntRange(1), help="at most this many files")
 @format_option
+@click.option("-0", "--null", is_flag=True, help="bare paths ended by NUL, for xargs -0")
 @pass_app
-def query(app: App, label: str, min_score: float | None, limit: int | None, fmt: str) -> None:
-    """Find files by label, best matches first.
+def query(
+    app: App,
+    terms: tuple[str, ...],
+    label: str | None,
+    min_score: float | None,
+    sort: str,
+    limit: int | None,
+    fmt: str,
+    null: bool,
+) -> None:
+    """Find files whose tags match TERMS (all of them), best matches first.
 
-    A word matches every label that contains it as a word: `cat` finds labels such as
-    "tiger cat" and "Persian cat"; give the full label to match just that one.
+    \b
+    label:dog        the label or anything below it in WordNet (breeds for dog); a bare
+                     word is a label too; names, synonyms (domestic_dog) and wnids work
+    label:dog,cat    either label                 ^label:cat   not that label
+    score:0.5..      the labels' score (a..b, a.., ..b; without a label: the best label's)
+    path:2024/*      a glob on the path (* spans folders; no wildcard: a file or folder)
+    added:-7d..      first seen: -12h, -7d, -2w, -3m, -1y, or 2024, 2024-05, 2024-05-31
+    format:png,jpg   the file's image format
+
+    Terms are ANDed; quote terms with spaces or globs for the shell. Without terms:
+    every tagged file with its best label.
     """
-    settings = app.settings()
-    from tagger.labels import imagenet_labels
-    from tagger.query import by_label, resolve_label
+    from tagger.hierarchy import hierarchy
+    from tagger.querylang import Query, label_term
+    from tagger.search import find
 
-    classes = resolve_label(label, imagenet_labels())
-    threshold = settings.query.min_score if min_score is None else min_score
-    rows = by_label(app.store(), classes, threshold, limit)
-    _print(
-        rows,
-        ["path", "label", "score"],
-        fmt,
-        empty=f"no files tagged {label!r} at {threshold} or more",
+    parsed = _parse(terms)
+    if label is not None:  # resolved on its own: its errors need no query column
+        named = label_term(hierarchy().resolve(label), names=[label])
+        parsed = Query((named, *parsed.terms))
+        _notes(Query((named,)))
+    threshold = app.settings().query.min_score if min_score is None else min_score
+    rows = find(app.store(), parsed, threshold, sort, limit)
+    if null or fmt == "paths":
+        for row in rows:
+            click.echo(row["path"], nl=not null)
+            if null:
+                click.echo("\0", nl=False)
+        return
+    found = list(rows)
+    if not found and fmt == "table":
+        what = f"tagged {label!r} at {threshold} or more" if label and not terms else "match"
+        click.echo(f"no files {what}", err=True)
+        return
+    _print(found, ["path", "label", "score"], fmt)
+
+
+@cli.command(
+    epilog=example(
+        "tagger export -o tags.jsonl",
+        "tagger export --format csv --query 'label:dog score:0.5..' -o dogs.csv",
     )
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "csv"]),
+    default="json",
+    show_default=True,
+    help="json: JSON Lines, one file per line; csv: one row per tag",
+)
+@click.option("--query", "terms", help="only the files these query terms match (one argument)")
+@click.option("--min-score", type=click.FloatRange(0, 1), help="as for `tagger query`")
+@click.option(
+    "-o",
+    "--output",
+    type=click.File("w", encoding="utf-8", lazy=True),
+    default="-",
+    help="write here instead of standard output",
+)
+@pass_app
+def export(app: App, fmt: str, terms: str | None, min_score: float | None, output: Any) -> None:
+    """Write every tagged file with all its tags and scores, streamed in path order."""
+    import csv
+    import shlex
+
+    from tagger.search import EXPORT_COLUMNS, flat
+    from tagger.search import export as exported
+
+    try:
+        words = shlex.split(terms or "")
+    except ValueError as exc:
+        raise TaggerError(f"--query {terms!r}: {exc}") from None
+    threshold = app.settings().query.min_score if min_score is None else min_score
+    files = exported(app.store(), _parse(words), threshold)
+    if fmt == "json":
+        for file in files:
+            output.write(json.dumps(file, ensure_ascii=False) + "\n")
+        return
+    writer = csv.DictWriter(output, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for file in files:
+        writer.writerows(flat(file))
+
+
+@cli.command(
+    epilog=example(
+        "tagger retag && tagger scan ~/Pictures",
+        "tagger retag label:dog score:..0.5 && tagger scan ~/Pictures",
+    )
+)
+@click.argument("terms", nargs=-1)
+@click.option("--min-score", type=click.FloatRange(0, 1), help="as for `tagger query`")
+@pass_app
+def retag(app: App, terms: tuple[str, ...], min_score: float | None) -> None:
+    """Have the next scan tag the files TERMS match (all files without TERMS) again.
+
+    For after a change of the [labels] settings, or for images tagged before tagger
+    stored derived labels (dog, bird, ...). Their current tags stay until then.
+    """
+    from tagger.search import mark_for_retag
+
+    threshold = app.settings().query.min_score if min_score is None else min_score
+    count = mark_for_retag(app.store(), _parse(terms), threshold)
+    click.echo(f"{count} images will be tagged again by the next scan of their folders")
 
 
 @cli.command(epilog=example("tagger show ~/Pictures/cat.jpg", "tagger show --format json cat.jpg"))
@@ -372,7 +493,7 @@ def show(app: App, path: Path, fmt: str) -> None:
         if report.get(key) is not None:
             click.echo(f"  {key}: {report[key]}")
     if report["tags"]:
-        click.echo(render(report["tags"], ["rank", "label", "score"], "table"))
+        click.echo(render(report["tags"], ["rank", "label", "score", "derived"], "table"))
 
 
 @cli.command(
@@ -380,19 +501,48 @@ def show(app: App, path: Path, fmt: str) -> None:
         "tagger labels",
         "tagger labels --min-score 0.5 --format csv",
         "tagger labels --all | grep -i terrier",
+        "tagger labels --tree",
     )
 )
 @click.option("--min-score", type=click.FloatRange(0, 1), help="[default: query.min_score, 0.1]")
-@click.option("--all", "all_labels", is_flag=True, help="list all 1000 labels the model knows")
+@click.option(
+    "--all",
+    "all_labels",
+    is_flag=True,
+    help="list every label: the model's 1000 classes, then the WordNet labels above them",
+)
+@click.option("--tree", is_flag=True, help="counts as a tree: each label under its ancestor")
 @format_option
 @pass_app
-def labels(app: App, min_score: float | None, all_labels: bool, fmt: str) -> None:
-    """Count files per label, most common first."""
-    if all_labels:
-        from tagger.labels import imagenet_labels
+def labels(app: App, min_score: float | None, all_labels: bool, tree: bool, fmt: str) -> None:
+    """Count files per label (model classes and derived ones such as dog), most common first."""
+    if tree:
+        from tagger.search import label_tree
 
-        rows = [{"class_index": i, "label": name} for i, name in enumerate(imagenet_labels())]
-        _print(rows, ["class_index", "label"], fmt)
+        threshold = app.settings().query.min_score if min_score is None else min_score
+        rows = label_tree(app.store(), threshold)
+        if fmt == "table":
+            rows = [row | {"label": "  " * row["depth"] + row["label"]} for row in rows]
+        _print(rows, ["label", "files"], fmt, empty="no tags yet")
+        return
+    if all_labels:
+        from tagger.hierarchy import hierarchy, normalise
+
+        known = hierarchy()
+        rows = [
+            {
+                "class_index": synset.class_index,
+                "wnid": synset.wnid,
+                "label": synset.name,
+                "synonyms": ", ".join(
+                    w.replace("_", " ")
+                    for w in synset.lemmas
+                    if normalise(w) != normalise(synset.name)
+                ),
+            }
+            for synset in [*known.classes, *(known[w] for w in known.ancestor_wnids)]
+        ]
+        _print(rows, ["class_index", "wnid", "label", "synonyms"], fmt)
         return
     from tagger.query import label_counts
 
@@ -458,7 +608,7 @@ def predict(app: App, files: tuple[Path, ...], top_k: int, model: str | None, fm
             click.echo(f"error: {path}: {skip.reason}", err=True)
             failed += 1
             continue
-        tags = classifier.classify(image.pixels[None], top_k)[0]
+        tags = [t for t in classifier.classify(image.pixels[None], top_k)[0] if not t.derived]
         results.append(
             {
                 "path": str(path),
@@ -593,6 +743,22 @@ def _overrides(model: str | None, batch_size: int | None) -> dict[str, Any]:
     if batch_size:
         overrides["batch"] = {"size": batch_size}
     return overrides
+
+
+def _parse(terms: Sequence[str]) -> Query:
+    """Query terms, with a note on stderr for each label name that means several things."""
+    from tagger.querylang import parse
+
+    parsed = parse(terms)
+    _notes(parsed)
+    return parsed
+
+
+def _notes(parsed: Query) -> None:
+    from tagger.querylang import notes
+
+    for note in notes(parsed):
+        click.echo(f"note: {note}", err=True)
 
 
 def _masked(url: Any) -> Any:

@@ -114,6 +114,24 @@ class QuerySettings(_Section):
     )
 
 
+class LabelSettings(_Section):
+    """Which labels are stored when an image is tagged (names or wnids; see tagger.hierarchy)."""
+
+    derived: bool = Field(
+        default=True, description="also store WordNet ancestors of the model's classes (dog)"
+    )
+    min_score: float = Field(
+        default=0.2, ge=0, le=1, description="summed score a derived label needs to be stored"
+    )
+    min_scores: dict[str, float] = Field(
+        default_factory=dict, description="per-label minimum scores, for any label"
+    )
+    hide: list[str] = Field(
+        default_factory=lambda: ["entity", "physical entity", "abstraction", "object", "whole"],
+        description="labels never stored",
+    )
+
+
 class Settings(BaseSettings):
     """Every setting tagger has; `config.example.toml` documents each one."""
 
@@ -131,6 +149,7 @@ class Settings(BaseSettings):
     scan: ScanSettings = ScanSettings()
     watch: WatchSettings = WatchSettings()
     query: QuerySettings = QuerySettings()
+    labels: LabelSettings = LabelSettings()
 
     @property
     def db_url(self) -> str:

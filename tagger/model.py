@@ -18,6 +18,7 @@ from torch import nn
 
 from tagger.decode import Geometry
 from tagger.errors import WeightsError
+from tagger.hierarchy import LabelRules
 from tagger.labels import imagenet_labels
 from tagger.records import ModelId, Tag
 
@@ -190,6 +191,7 @@ class Classifier:
         self.spec = spec
         self.id = ModelId(spec.name, weights_sha256)
         self.labels = imagenet_labels()
+        self.label_rules = LabelRules()  # the `[labels]` settings; tagger.cli sets them
         self._module = module.eval().to(memory_format=torch.channels_last)
         self._mean = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(spec.std).view(1, 3, 1, 1) * 255
@@ -235,9 +237,11 @@ class Classifier:
         return out
 
     def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
-        """The `top_k` labels with softmax confidences for each image of the batch."""
-        scores, indices = self.logits(pixels).softmax(dim=1).topk(top_k, dim=1)
-        return [
+        """The `top_k` labels with softmax confidences for each image of the batch, then the
+        WordNet ancestors their probabilities add up to (`dog`), marked derived."""
+        probs = self.logits(pixels).softmax(dim=1)
+        scores, indices = probs.topk(top_k, dim=1)
+        direct = [
             [
                 Tag(self.labels[index], index, score, rank)
                 for rank, (score, index) in enumerate(
@@ -246,3 +250,4 @@ class Classifier:
             ]
             for row_s, row_i in zip(scores, indices, strict=True)
         ]
+        return self.label_rules.apply(direct, probs.numpy())

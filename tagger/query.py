@@ -1,59 +1,19 @@
-"""Read-only questions behind `tagger query`, `show`, `labels`, `duplicates` and `errors`."""
+"""Read-only questions behind `tagger show`, `labels`, `duplicates` and `errors`.
+
+`tagger query` and `export` are tagger.search, from the terms tagger.querylang parses.
+"""
 
 from __future__ import annotations
 
-import difflib
-import re
 from typing import Any
 
 from sqlalchemy import func, select
 
-from tagger.errors import TaggerError
 from tagger.schema import File, Image, ImageStatus, Tag
 from tagger.store import Store
 
 Row = dict[str, Any]
 PRESENT = File.missing_since.is_(None)  # answers leave out deleted paths until `tagger prune`
-
-
-def resolve_label(name: str, labels: list[str]) -> list[int]:
-    """Class indices a user's word means: the exact label, or labels holding it as a word.
-
-    `cat` finds "tiger cat" and "Persian cat" but not "catamaran"; `hotdog` finds "hotdog".
-    """
-    wanted = name.strip().lower()
-    if not wanted:
-        raise TaggerError("the label is empty")
-    word = re.compile(rf"(^|[\s_-]){re.escape(wanted)}($|[\s_-])")
-    found = [
-        i for i, label in enumerate(labels) if label.lower() == wanted or word.search(label.lower())
-    ]
-    if found:
-        return found
-    close = difflib.get_close_matches(wanted, [label.lower() for label in labels], n=3, cutoff=0.7)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise TaggerError(
-        f"no ImageNet label matches {name!r}{hint} (`tagger labels --all` lists them)"
-    )
-
-
-def by_label(store: Store, classes: list[int], min_score: float, limit: int | None) -> list[Row]:
-    """Files whose image has one of `classes` at `min_score` or more, best first."""
-    statement = (
-        select(File.path, Tag.label, Tag.score, Tag.rank)
-        .join(Image, File.image_id == Image.id)
-        .join(Tag, Tag.image_id == Image.id)
-        .where(Tag.class_index.in_(classes), Tag.score >= min_score, PRESENT)
-        .order_by(Tag.score.desc(), File.path)
-    )
-    rows: dict[str, Row] = {}
-    with store.session() as session:
-        for path, label, score, rank in session.execute(statement):
-            if path not in rows:  # best tag per file only
-                rows[path] = {"path": path, "label": label, "score": round(score, 4), "rank": rank}
-                if limit is not None and len(rows) >= limit:
-                    break
-    return list(rows.values())
 
 
 def file_report(store: Store, path: str) -> Row | None:
@@ -86,7 +46,9 @@ def file_report(store: Store, path: str) -> Row | None:
                         "rank": t.rank,
                         "label": t.label,
                         "class_index": t.class_index,
+                        "wnid": t.wnid,
                         "score": round(t.score, 4),
+                        "derived": t.derived,
                     }
                     for t in image.tags
                 ],

@@ -42,10 +42,14 @@ class Decoded:
 
 @dataclass(frozen=True)
 class Tag:
+    """A label of an image: a model class, or (derived) a WordNet ancestor of classes."""
+
     label: str
-    class_index: int
+    class_index: int | None  # None for a derived label
     score: float
     rank: int
+    wnid: str = ""
+    derived: bool = False
 
 
 @dataclass(frozen=True)

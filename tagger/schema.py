@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -82,19 +84,24 @@ class File(Base):
 
 
 class Tag(Base):
-    """A label the model gave an image, with its confidence and rank (1 = best)."""
+    """A label of an image with its score: a class the model gave (ranks 1..5, best first),
+    or, marked `derived`, a WordNet ancestor scored with its classes' summed probability
+    (ranks after the model's, best first)."""
 
     __tablename__ = "tags"
     __table_args__ = (
         UniqueConstraint("image_id", "rank"),
         Index("ix_tags_class_index_score", "class_index", "score"),
+        Index("ix_tags_wnid_score", "wnid", "score"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
     label: Mapped[str] = mapped_column(String(128), index=True)
-    class_index: Mapped[int] = mapped_column(Integer)
+    class_index: Mapped[int | None] = mapped_column(Integer)  # None when derived
     score: Mapped[float] = mapped_column(Float)
     rank: Mapped[int] = mapped_column(Integer)
+    wnid: Mapped[str] = mapped_column(String(16))  # WordNet 3.0 noun synset, "n02084071"
+    derived: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     image: Mapped[Image] = relationship(back_populates="tags")

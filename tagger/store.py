@@ -332,7 +332,14 @@ class StoreWriter:
                     image.status, image.error = ImageStatus.TAGGED, None
                     session.execute(delete(TagRow).where(TagRow.image_id == image.id))
                     image.tags = [
-                        TagRow(label=t.label, class_index=t.class_index, score=t.score, rank=t.rank)
+                        TagRow(
+                            label=t.label,
+                            class_index=t.class_index,
+                            score=t.score,
+                            rank=t.rank,
+                            wnid=t.wnid,
+                            derived=t.derived,
+                        )
                         for t in op.tags
                     ]
                     self._link_all(session, image, op.decoded.hashed.file, now)

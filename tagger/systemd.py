@@ -24,6 +24,7 @@ class Notifier:
         self._socket: socket.socket | None = None
         if self._address:
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._socket.setblocking(False)  # a busy or stuck systemd must never stall us
         usec, pid = environ.get("WATCHDOG_USEC", ""), environ.get("WATCHDOG_PID", "")
         mine = not pid or pid == str(os.getpid())
         self.watchdog_interval = int(usec) / 1e6 if usec.isdigit() and mine else None
@@ -33,7 +34,7 @@ class Notifier:
             return
         try:
             self._socket.sendto("\n".join(fields).encode(), self._address)
-        except OSError as exc:  # systemd gone or socket full: not worth stopping for
+        except OSError as exc:  # systemd gone or its queue full: drop the message
             log.debug("sd_notify failed: %s", exc)
 
     def close(self) -> None:
