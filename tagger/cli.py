@@ -259,15 +259,19 @@ def status(app: App, fmt: str) -> None:
     from tagger.query import totals
     from tagger.status import StatusFiles
 
-    files = StatusFiles.of(app.settings())
+    settings = app.settings()
+    files = StatusFiles.of(settings)
     running, info = files.running(), files.read()
     stale = running and (info is None or time.time() - info.get("updated", 0) > 60)
+    url = make_url(settings.db_url)
+    # Asking must not create the database (and race a starting daemon's migration).
+    exists = url.get_backend_name() != "sqlite" or Path(str(url.database)).exists()
     report: dict[str, Any] = {
         "running": running,
         "responsive": running and not stale,
         "daemon": info if running else None,
-        "database": make_url(app.settings().db_url).render_as_string(hide_password=True),
-        **totals(app.store()),
+        "database": url.render_as_string(hide_password=True),
+        **(totals(app.store()) if exists else {}),
     }
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
@@ -303,6 +307,9 @@ def _status_text(report: dict[str, Any]) -> str:
             f"{counts['unchanged']} unchanged, {counts['failed']} failed",
             f"  last activity: {when(daemon['last_activity'])}",
         ]
+    if "files" not in report:
+        lines.append(f"database {report['database']}: not created yet")
+        return "\n".join(lines)
     lines += [
         f"database {report['database']}:",
         f"  {report['images_tagged']} images tagged, {report['images_failed']} failed; "

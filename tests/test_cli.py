@@ -127,3 +127,16 @@ def test_installed_entry_points(tmp_path: Path) -> None:
     assert (
         bad.returncode == 1 and "Traceback" not in bad.stderr and bad.stderr.startswith("error: ")
     )
+
+
+def test_status_without_a_daemon_exits_3_and_creates_nothing(
+    tagger: Callable[..., Result], tmp_path: Path
+) -> None:
+    result = tagger("status")
+    assert result.code == 3
+    assert "not running" in result.out and "not created yet" in result.out
+    assert not (tmp_path / "tagger.db").exists()
+    assert tagger("scan", str(tmp_path)).code == 0  # now there is a database
+    result = tagger("status", "--format", "json")
+    assert result.code == 3
+    assert json.loads(result.out)["images_tagged"] == 0
