@@ -26,9 +26,9 @@ from tagger.records import Outcome
 from tagger.store import Store, make_engine, schema_revisions, upgrade
 
 if TYPE_CHECKING:
-    from tagger.model import Classifier
+    from tagger.runtimes import Classifier
 
-# torch takes seconds to import: only the commands that run a model pay for it.
+# Model runtimes take seconds to import: only the commands that run a model pay for them.
 MODEL_NAMES = list(get_args(ModelName))
 
 log = logging.getLogger("tagger")
@@ -54,13 +54,16 @@ class App:
         return self._store
 
     def classifier(self, settings: Settings) -> Classifier:
-        from tagger.model import Classifier
+        from tagger.runtimes import load_classifier
 
-        return Classifier.load(
-            settings.model.name,
+        model = settings.model
+        return load_classifier(
+            model.name,
             settings.data_dir,
-            settings.model.weights_path,
-            settings.model.threads,
+            model.weights_path,
+            model.threads,
+            model.runtime,
+            model.precision,
         )
 
 
@@ -330,7 +333,7 @@ def model() -> None:
 @pass_app
 def model_list(app: App) -> None:
     """Show each model, whether its weights are here, and which one is in use."""
-    from tagger.model import MODELS, weights_file
+    from tagger.specs import MODELS, weights_file
 
     settings = app.settings()
     rows = []

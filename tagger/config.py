@@ -24,6 +24,8 @@ from pydantic_settings import (
 from tagger.errors import ConfigError
 
 ModelName = Literal["efficientnet_lite0", "resnet18"]
+RuntimeSetting = Literal["auto", "torch", "onnxruntime", "openvino"]
+PrecisionSetting = Literal["auto", "fp32", "bf16", "int8"]
 
 IMAGE_EXTENSIONS = [
     ".jpg",
@@ -63,7 +65,13 @@ class ModelSettings(_Section):
     weights_path: Path | None = Field(
         default=None, description="a weights file to use instead of the bundled or fetched one"
     )
-    threads: int = Field(default=0, ge=0, description="torch threads for inference; 0 = all cores")
+    threads: int = Field(default=0, ge=0, description="threads for inference; 0 = all cores")
+    runtime: RuntimeSetting = Field(
+        default="auto", description="what runs the model; auto = the fastest installed"
+    )
+    precision: PrecisionSetting = Field(
+        default="auto", description="auto = int8 where it agrees with fp32, else fp32"
+    )
 
 
 class BatchSettings(_Section):

@@ -24,8 +24,8 @@ from tagger.config import Settings
 from tagger.decode import Geometry, decode
 from tagger.errors import BadImage, SkipFile
 from tagger.hashing import hash_file, stat_file
-from tagger.model import Classifier
 from tagger.records import Decoded, Failure, FileInfo, Hashed, Outcome, Summary
+from tagger.runtimes import Classifier
 from tagger.store import Link, Seen, Store, StoreWriter, Tagged
 
 log = logging.getLogger(__name__)
