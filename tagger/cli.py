@@ -374,6 +374,28 @@ def model_fetch(app: App, name: str) -> None:
     click.echo(f"{name}: weights {verb} {path}")
 
 
+@model.command(
+    "prepare",
+    epilog=example(
+        "tagger model prepare", "TAGGER_MODEL__RUNTIME=onnxruntime tagger model prepare"
+    ),
+)
+@pass_app
+def model_prepare(app: App) -> None:
+    """Export the model for the configured runtime and precision now, not at the first scan.
+
+    ONNX Runtime and OpenVINO load an artefact exported from torch once, into
+    <data_dir>/artefacts/; this builds it (if missing) and checks that it loads.
+    """
+    settings = app.settings()
+    classifier = app.classifier(settings)
+    click.echo(
+        f"{settings.model.name}: ready on {type(classifier).__name__}"
+        f" (model.runtime = {settings.model.runtime}, model.precision = "
+        f"{settings.model.precision})"
+    )
+
+
 @cli.group(epilog=example("tagger db upgrade", "tagger db status"))
 def db() -> None:
     """The database schema."""

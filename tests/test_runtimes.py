@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import Result
 
 from tagger.decode import decode
 from tagger.errors import RuntimeUnavailable, WeightsError
@@ -157,3 +159,16 @@ def test_artefacts_are_keyed_by_weights_runtime_and_precision() -> None:
         ]
     }
     assert len(names) == 6
+
+
+def test_model_prepare_builds_the_artefact_before_any_scan(
+    tagger: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAGGER_MODEL__RUNTIME", "onnxruntime")
+    result = tagger("model", "prepare")
+    assert result.code == 0, result.err
+    assert result.out == (
+        "efficientnet_lite0: ready on OnnxRuntimeClassifier"
+        " (model.runtime = onnxruntime, model.precision = auto)\n"
+    )
+    assert list((data_dir() / "artefacts").glob("efficientnet_lite0-*-onnxruntime-fp32-v1"))
