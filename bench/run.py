@@ -114,7 +114,7 @@ def tagger_child(args: argparse.Namespace) -> dict[str, Any]:
     batch = np.stack([d.pixels for d in decoded])
     model.classify(batch)
     peaks = {}
-    for size in (1, 8, 16, 32):
+    for size in (1, 4, 8, 16, 32):
         tiled = np.resize(batch, (size, *batch.shape[1:]))
         model.classify(tiled)  # a new batch shape is compiled on first use
         start = time.perf_counter()

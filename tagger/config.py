@@ -75,7 +75,9 @@ class ModelSettings(_Section):
 
 
 class BatchSettings(_Section):
-    size: int = Field(default=16, ge=1, le=256, description="images per forward pass")
+    # 4 was the fastest per image on OpenVINO and ONNX Runtime, and the least memory
+    # (docs/benchmarks.md); larger batches only grow the activation buffers.
+    size: int = Field(default=4, ge=1, le=256, description="images per forward pass")
     max_wait: float = Field(
         default=2.0, gt=0, description="seconds a partial batch waits for more images"
     )
