@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -26,6 +27,7 @@ from tagger.runtimes import normalise
 from tagger.specs import ModelSpec, spec_for
 
 OPSET = 17
+STALE_AFTER_S = 3600  # no export takes an hour: an older temporary folder is orphaned
 
 
 def calibration_images(spec: ModelSpec) -> Iterator[npt.NDArray[np.uint8]]:
@@ -118,6 +120,9 @@ def export(
     `onnx`, if given, is an ONNX graph of these weights at this precision exported before.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*"):  # left by a killed export
+        if time.time() - stale.stat().st_mtime > STALE_AFTER_S:
+            shutil.rmtree(stale, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         onnx_path = work / "model.onnx"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -141,6 +142,12 @@ def test_unsupported_or_missing_runtime_is_one_clear_line(monkeypatch: pytest.Mo
 def test_a_failed_export_says_why_and_leaves_nothing_behind(tmp_path: Path) -> None:
     wrong = tmp_path / "other.pth"
     torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
+    # What a killed export leaves: an old temporary folder beside the artefact's place.
+    spec, digest = spec_for("resnet18"), hashlib.sha256(wrong.read_bytes()).hexdigest()
+    target = artefact_dir(tmp_path, spec, digest, choose(spec, "onnxruntime", "auto"))
+    orphan = target.parent / f".{target.name}.abc123"
+    orphan.mkdir(parents=True)
+    os.utime(orphan, (0, 0))
     with pytest.raises(WeightsError) as error:
         load_classifier("resnet18", tmp_path, wrong, runtime="onnxruntime")
     assert str(error.value).startswith("could not export resnet18 for onnxruntime:")
