@@ -1,55 +1,57 @@
-"""Benchmark: tagger's scan pipeline against the usual tutorial loop, in one run.
+"""Benchmark: tagger's scan pipeline against the usual tutorial loop, in one interleaved run.
 
-    python bench/run.py [--images 64] [--rounds 2]
+    python bench/run.py [--images 48] [--rounds 2] [--runtime auto] [--precision auto]
 
-Makes realistic JPEGs (real photos from tests/photos scaled to 1600x1200 and 4000x3000,
-each with a little noise so every file is distinct content), then alternates the two
-contenders on them and prints images/s and the ratio. The peer is the familiar
-"Flask + ResNet-18" code path: full Pillow decode, torchvision Resize/CenterCrop/ToTensor/
-Normalize, one image per forward pass. Both run the same model (the bundled
-EfficientNet-Lite0), so the difference is the pipeline. Results: docs/benchmarks.md.
+Makes photo-like files (real photos from tests/photos scaled to 1600x1200 and 4000x3000
+JPEGs, plus 1600x1200 PNGs, each with a little noise so every file is distinct content),
+then alternates the two contenders on them. The peer is the familiar "Flask + ResNet-18"
+code path: full Pillow decode, torchvision Resize/CenterCrop/ToTensor/Normalize, one image
+per forward pass in torch fp32. tagger runs in a child process, as `tagger scan` would, so
+its peak RSS is its own and torch is never imported there (unless runtime = torch). Both
+use the bundled EfficientNet-Lite0. Results: docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torchvision import transforms
-
-from tagger.config import load_settings
-from tagger.model import Classifier
-from tagger.pipeline import Pipeline
-from tagger.store import Store
 
 PHOTOS = Path(__file__).parent.parent / "tests" / "photos"
+SETS = (("1600x1200", (1600, 1200), "jpg"), ("4000x3000", (4000, 3000), "jpg"))
+PNG_SET = ("1600x1200 PNG", (1600, 1200), "png")
 
 
-def make_images(folder: Path, count: int, size: tuple[int, int]) -> list[Path]:
+def make_images(folder: Path, count: int, size: tuple[int, int], ext: str) -> list[Path]:
     rng = np.random.default_rng(0)
     sources = sorted(PHOTOS.glob("coral_*.jpg")) + sorted(PHOTOS.glob("orientation_*_1.jpg"))
     paths = []
     for i in range(count):
-        base = (
-            Image.open(sources[i % len(sources)])
-            .convert("RGB")
-            .resize(size, Image.Resampling.BICUBIC)
-        )
+        base = Image.open(sources[i % len(sources)]).convert("RGB")
+        base = base.resize(size, Image.Resampling.BICUBIC)
         noisy = np.asarray(base, dtype=np.int16) + rng.integers(-3, 4, (size[1], size[0], 3))
-        path = folder / f"{size[0]}x{size[1]}_{i:04d}.jpg"
+        path = folder / f"{size[0]}x{size[1]}_{i:04d}.{ext}"
         Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(path, quality=90)
         paths.append(path)
     return paths
 
 
-def naive(classifier: Classifier, paths: list[Path]) -> float:
-    """One image at a time, as the tutorials do."""
+def naive(paths: list[Path]) -> float:
+    """One image at a time, as the tutorials do, in torch fp32."""
+    import torch
+    from torchvision import transforms
+
+    from tagger.model import Classifier
+
+    classifier = Classifier.load("efficientnet_lite0", Path("."))
     module = classifier._module  # the same weights, called the tutorial way
     prep = transforms.Compose([
         transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
@@ -62,40 +64,133 @@ def naive(classifier: Classifier, paths: list[Path]) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def tagger_scan(classifier: Classifier, paths: list[Path], workdir: Path, n: int) -> float:
-    settings = load_settings(db=str(workdir / f"bench{n}.db"))
+def tagger_child(args: argparse.Namespace) -> dict[str, Any]:
+    """Run in the child: a scan through the real pipeline, timed per stage."""
+    from tagger.config import load_settings
+    from tagger.decode import decode
+    from tagger.hashing import hash_file, stat_file
+    from tagger.pipeline import Pipeline
+    from tagger.runtimes import load_classifier
+    from tagger.store import Store
+
+    paths = [Path(p) for p in args.paths]
+    settings = load_settings(
+        db=args.db,
+        data_dir=args.data_dir,
+        model={"runtime": args.runtime, "precision": args.precision},
+    )
+    model = load_classifier(
+        "efficientnet_lite0",
+        settings.data_dir,
+        runtime=settings.model.runtime,
+        precision=settings.model.precision,
+    )
+    inference = [0.0, 0]
+
+    class Timed:
+        spec, id = model.spec, model.id
+
+        def classify(self, pixels: Any, top_k: int = 5) -> Any:
+            start = time.perf_counter()
+            out = model.classify(pixels, top_k)
+            inference[0] += time.perf_counter() - start
+            inference[1] += len(pixels)
+            return out
+
     store = Store(settings.db_url)
     start = time.perf_counter()
-    summary = Pipeline(settings, store, classifier).run(paths)
-    elapsed = time.perf_counter() - start
+    summary = Pipeline(settings, store, Timed()).run(paths)  # type: ignore[arg-type]
+    wall = time.perf_counter() - start
     store.close()
-    assert summary.total == len(paths)
-    return len(paths) / elapsed
+    assert summary.total == len(paths), summary
+    rss = peak_rss_mb()
+    # Stage costs alone, one thread, after the run (files are in the page cache).
+    sample = paths[:16]
+    t0 = time.perf_counter()
+    hashed = [hash_file(stat_file(str(p))) for p in sample]
+    t1 = time.perf_counter()
+    decoded = [decode(h, model.spec.geometry, 10**9) for h in hashed]
+    t2 = time.perf_counter()
+    batch = np.stack([d.pixels for d in decoded])
+    model.classify(batch)
+    peaks = {}
+    for size in (1, 4, 8, 16, 32):
+        tiled = np.resize(batch, (size, *batch.shape[1:]))
+        model.classify(tiled)  # a new batch shape is compiled on first use
+        start = time.perf_counter()
+        rounds = max(2, 64 // size)
+        for _ in range(rounds):
+            model.classify(tiled)
+        peaks[size] = rounds * size / (time.perf_counter() - start)
+    return {
+        "rate": len(paths) / wall,
+        "rss_mb": rss,
+        "torch": "torch" in sys.modules,
+        "runtime": type(model).__name__,
+        "hash_ms": (t1 - t0) / len(sample) * 1000,
+        "decode_ms": (t2 - t1) / len(sample) * 1000,
+        "in_pipeline_rate": inference[1] / inference[0],
+        "peak_by_batch": peaks,
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM); ru_maxrss would include the parent's before exec."""
+    status = Path("/proc/self/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def tagger_scan(paths: list[Path], workdir: Path, n: int, args: argparse.Namespace) -> Any:
+    command = [sys.executable, __file__, "--child", "--db", str(workdir / f"bench{n}.db")]
+    command += ["--data-dir", str(workdir / "data"), "--runtime", args.runtime]
+    command += ["--precision", args.precision, *map(str, paths)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--runtime", default="auto")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    classifier = Classifier.load("efficientnet_lite0", Path("."))
+    if args.child:
+        print(json.dumps(tagger_child(args)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        print(
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads,"
-            f" {args.images} images per set"
-        )
+        warm = make_images(workdir, 2, (640, 480), "jpg")
+        tagger_scan(warm, workdir, 0, args)  # exports the artefact once, outside the timings
+        print(f"runtime {args.runtime}, precision {args.precision}, {args.images} images per set")
         run = 0
-        for size in ((1600, 1200), (4000, 3000)):
-            paths = make_images(workdir, args.images, size)
+        for label, size, ext in (*SETS, PNG_SET):
+            count = args.images if ext == "jpg" else args.images // 2
+            paths = make_images(workdir, count, size, ext)
             for _ in range(args.rounds):
                 run += 1
-                slow = naive(classifier, paths)
-                fast = tagger_scan(classifier, paths, workdir, run)
-                label, ratio = f"{size[0]}x{size[1]}", fast / slow
-                print(f"{label}: naive {slow:5.1f} img/s, tagger {fast:5.1f} img/s, x{ratio:.1f}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS of this process: {peak:.0f} MB")
+                slow = naive(paths)
+                fast = tagger_scan(paths, workdir, run, args)
+                peak = max(fast["peak_by_batch"].values())
+                print(
+                    f"{label}: naive {slow:5.1f} img/s, tagger {fast['rate']:5.1f} img/s,"
+                    f" x{fast['rate'] / slow:.1f} | {fast['runtime']}, peak RSS"
+                    f" {fast['rss_mb']:.0f} MB, torch imported: {fast['torch']} | per image:"
+                    f" hash {fast['hash_ms']:.1f} ms, decode {fast['decode_ms']:.1f} ms,"
+                    f" inference {1000 / fast['in_pipeline_rate']:.1f} ms in the pipeline"
+                    f" ({fast['in_pipeline_rate']:.0f} img/s)"
+                )
+            by_batch = ", ".join(
+                f"b{b} {r:.0f} ({r / peak:.0%})" for b, r in fast["peak_by_batch"].items()
+            )
+            print(f"  inference alone, img/s (% of peak): {by_batch}")
+    peak_rss = peak_rss_mb()
+    print(f"peak RSS of the naive loop's process: {peak_rss:.0f} MB")
 
 
 if __name__ == "__main__":

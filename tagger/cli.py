@@ -29,10 +29,10 @@ from tagger.search import SORTS
 from tagger.store import Store, make_engine, schema_revisions, upgrade
 
 if TYPE_CHECKING:
-    from tagger.model import Classifier
     from tagger.querylang import Query
+    from tagger.runtimes import Classifier
 
-# torch takes seconds to import: only the commands that run a model pay for it.
+# Model runtimes take seconds to import: only the commands that run a model pay for them.
 MODEL_NAMES = list(get_args(ModelName))
 
 log = logging.getLogger("tagger")
@@ -59,19 +59,18 @@ class App:
 
     def classifier(self, settings: Settings) -> Classifier:
         from tagger.hierarchy import LabelRules
-        from tagger.model import Classifier
+        from tagger.runtimes import load_classifier
 
-        classifier = Classifier.load(
-            settings.model.name,
+        model, labels = settings.model, settings.labels
+        return load_classifier(
+            model.name,
             settings.data_dir,
-            settings.model.weights_path,
-            settings.model.threads,
+            model.weights_path,
+            model.threads,
+            model.runtime,
+            model.precision,
+            LabelRules.from_names(labels.derived, labels.min_score, labels.min_scores, labels.hide),
         )
-        labels = settings.labels
-        classifier.label_rules = LabelRules.from_names(
-            labels.derived, labels.min_score, labels.min_scores, labels.hide
-        )
-        return classifier
 
 
 pass_app = click.make_pass_decorator(App)
@@ -645,7 +644,7 @@ def model() -> None:
 @pass_app
 def model_list(app: App) -> None:
     """Show each model, whether its weights are here, and which one is in use."""
-    from tagger.model import MODELS, weights_file
+    from tagger.specs import MODELS, weights_file
 
     settings = app.settings()
     rows = []
@@ -684,6 +683,28 @@ def model_fetch(app: App, name: str) -> None:
     path = fetch(name, app.settings().data_dir)
     verb = "is bundled at" if spec.fetch_url is None else "saved to"
     click.echo(f"{name}: weights {verb} {path}")
+
+
+@model.command(
+    "prepare",
+    epilog=example(
+        "tagger model prepare", "TAGGER_MODEL__RUNTIME=onnxruntime tagger model prepare"
+    ),
+)
+@pass_app
+def model_prepare(app: App) -> None:
+    """Export the model for the configured runtime and precision now, not at the first scan.
+
+    ONNX Runtime and OpenVINO load an artefact exported from torch once, into
+    <data_dir>/artefacts/; this builds it (if missing) and checks that it loads.
+    """
+    settings = app.settings()
+    classifier = app.classifier(settings)
+    click.echo(
+        f"{settings.model.name}: ready on {type(classifier).__name__}"
+        f" (model.runtime = {settings.model.runtime}, model.precision = "
+        f"{settings.model.precision})"
+    )
 
 
 @cli.group(epilog=example("tagger db upgrade", "tagger db status"))

@@ -24,6 +24,8 @@ from pydantic_settings import (
 from tagger.errors import ConfigError
 
 ModelName = Literal["efficientnet_lite0", "resnet18"]
+RuntimeSetting = Literal["auto", "torch", "onnxruntime", "openvino"]
+PrecisionSetting = Literal["auto", "fp32", "bf16", "int8"]
 
 IMAGE_EXTENSIONS = [
     ".jpg",
@@ -63,11 +65,19 @@ class ModelSettings(_Section):
     weights_path: Path | None = Field(
         default=None, description="a weights file to use instead of the bundled or fetched one"
     )
-    threads: int = Field(default=0, ge=0, description="torch threads for inference; 0 = all cores")
+    threads: int = Field(default=0, ge=0, description="threads for inference; 0 = all cores")
+    runtime: RuntimeSetting = Field(
+        default="auto", description="what runs the model; auto = the fastest installed"
+    )
+    precision: PrecisionSetting = Field(
+        default="auto", description="auto = int8 where it agrees with fp32, else fp32"
+    )
 
 
 class BatchSettings(_Section):
-    size: int = Field(default=16, ge=1, le=256, description="images per forward pass")
+    # 4 was the fastest per image on OpenVINO and ONNX Runtime, and the least memory
+    # (docs/benchmarks.md); larger batches only grow the activation buffers.
+    size: int = Field(default=4, ge=1, le=256, description="images per forward pass")
     max_wait: float = Field(
         default=2.0, gt=0, description="seconds a partial batch waits for more images"
     )

@@ -34,7 +34,7 @@ from tagger.systemd import Notifier
 from tagger.threads import Worker
 
 if TYPE_CHECKING:
-    from tagger.model import Classifier
+    from tagger.runtimes import Classifier
 
 log = logging.getLogger(__name__)
 TICK = 0.2  # seconds between main-loop turns

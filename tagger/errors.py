@@ -31,3 +31,7 @@ class BadImage(SkipFile):
 
 class Unreadable(SkipFile):
     """The file could not be read right now (vanished, permission): worth another try later."""
+
+
+class RuntimeUnavailable(TaggerError):
+    """An inference runtime or precision that is not installed or not supported here."""

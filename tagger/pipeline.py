@@ -27,7 +27,6 @@ from tagger.decode import Geometry, decode
 from tagger.errors import BadImage, SkipFile, Unreadable
 from tagger.files import printable, storable
 from tagger.hashing import hash_file, stat_file
-from tagger.model import Classifier
 from tagger.records import (
     Decoded,
     Failure,
@@ -39,6 +38,7 @@ from tagger.records import (
     Summary,
     Swept,
 )
+from tagger.runtimes import Classifier
 from tagger.store import Link, Seen, Store, StoreWriter, Tagged
 from tagger.threads import Worker
 

@@ -28,14 +28,23 @@ def no_leaked_threads() -> Iterator[None]:
     pytest.fail(f"threads left running: {alive}")
 
 
+@pytest.fixture(scope="session")
+def artefacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One artefact cache for the session: each runtime and precision is exported once."""
+    return tmp_path_factory.mktemp("artefacts")
+
+
 @pytest.fixture(autouse=True)
-def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No user config, env or data directory leaks into a test."""
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, artefacts: Path) -> None:
+    """No user config, env or data directory leaks into a test; exported models are shared."""
     for name in list(__import__("os").environ):
         if name.startswith("TAGGER_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    data_dir = tmp_path / "xdg-data" / "tagger"
+    data_dir.mkdir(parents=True)
+    (data_dir / "artefacts").symlink_to(artefacts, target_is_directory=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,87 @@
+"""How often int8 and bf16 give fp32's answer, on real photos.
+
+    python bench/agreement.py [PHOTO_FOLDER ...] [--crops 12]
+
+Each photo is seen as several random crops (scale 0.45-1, random position, mirrored half
+the time), drawn with another seed than the calibration crops. Reports top-1 agreement
+(same best label as torch fp32) and top-5 agreement (fp32's best label among the top 5).
+Only efficientnet_lite0's real weights are here; resnet18's cannot be fetched offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from tagger.model import Classifier
+from tagger.runtimes import load_classifier
+from tagger.specs import spec_for
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".heic", ".heif"}
+
+
+def crops(paths: list[Path], count: int, size: int) -> np.ndarray:
+    try:
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
+    except ImportError:
+        pass
+    rng = np.random.default_rng(1)
+    out = []
+    for path in paths:
+        try:
+            image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+        except Exception:
+            continue
+        image.thumbnail((800, 800))
+        for _ in range(count):
+            side = int(min(image.size) * rng.uniform(0.45, 1.0))
+            left = int(rng.integers(0, image.width - side + 1))
+            top = int(rng.integers(0, image.height - side + 1))
+            patch = image.crop((left, top, left + side, top + side)).resize(
+                (size, size), Image.Resampling.BICUBIC
+            )
+            if rng.random() < 0.5:
+                patch = patch.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            out.append(np.asarray(patch, dtype=np.uint8))
+    return np.stack(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="*", type=Path, default=[Path("tests/photos")])
+    parser.add_argument("--crops", type=int, default=12)
+    args = parser.parse_args()
+    paths = sorted(p for f in args.folders for p in f.iterdir() if p.suffix.lower() in EXTENSIONS)
+    spec = spec_for("efficientnet_lite0")
+    batch = crops(paths, args.crops, spec.geometry.crop)
+    print(f"{len(paths)} photos, {len(batch)} crops")
+    reference = Classifier.load(spec.name, Path(".")).logits(batch).numpy()
+    best = reference.argmax(1)
+    with tempfile.TemporaryDirectory() as data_dir:
+        for runtime, precision in [
+            ("onnxruntime", "fp32"),
+            ("onnxruntime", "int8"),
+            ("openvino", "int8"),
+            ("openvino", "bf16"),
+            ("torch", "bf16"),
+        ]:
+            model = load_classifier(spec.name, Path(data_dir), runtime=runtime, precision=precision)
+            logits = np.concatenate(
+                [model.logits(batch[i : i + 32]) for i in range(0, len(batch), 32)]  # type: ignore[attr-defined]
+            )
+            if not isinstance(logits, np.ndarray):
+                logits = logits.numpy()
+            top5 = np.argsort(-logits, axis=1)[:, :5]
+            agree1 = (top5[:, 0] == best).mean()
+            agree5 = np.mean([b in row for b, row in zip(best, top5, strict=True)])
+            print(f"{runtime:12} {precision}: top-1 {agree1:.1%}, top-5 {agree5:.1%}")
+
+
+if __name__ == "__main__":
+    main()

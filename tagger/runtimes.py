@@ -1,0 +1,256 @@
+"""Inference runtimes: torch, ONNX Runtime or OpenVINO, in fp32, bf16 or int8.
+
+Only the torch runtime imports torch. The others load an artefact that a child process
+(`python -m tagger.export`) exported from the torch weights once and left in
+`<data_dir>/artefacts/`, so a long-lived `tagger watch` or `scan` keeps torch's hundreds of
+megabytes out of its memory. Every runtime shares `normalise` and `top_tags`, so they give
+the same answers apart from numerics.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, get_args
+
+import numpy as np
+import numpy.typing as npt
+
+from tagger.errors import RuntimeUnavailable, WeightsError
+from tagger.hierarchy import LabelRules
+from tagger.labels import imagenet_labels
+from tagger.records import ModelId, Tag
+from tagger.specs import ModelSpec, checked_weights, spec_for
+
+log = logging.getLogger(__name__)
+
+TOP_K = 5  # tags stored per image
+RuntimeName = Literal["torch", "onnxruntime", "openvino"]
+Precision = Literal["fp32", "bf16", "int8"]
+RUNTIMES: tuple[RuntimeName, ...] = get_args(RuntimeName)
+# Fastest first, as measured in docs/benchmarks.md; `auto` takes the first one installed.
+_BY_SPEED: tuple[RuntimeName, ...] = ("openvino", "onnxruntime", "torch")
+SUPPORTED: dict[RuntimeName, tuple[Precision, ...]] = {
+    "torch": ("fp32", "bf16"),
+    "onnxruntime": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16", "int8"),
+}
+_EXTRA = {"torch": "torch", "onnxruntime": "tagger[onnx]", "openvino": "tagger[openvino]"}
+ARTEFACT_FORMAT = 1  # bump when the exported graph's inputs, outputs or layout change
+
+
+class Classifier(Protocol):
+    """What the pipeline needs from a model, whatever runs it."""
+
+    spec: ModelSpec
+    id: ModelId
+    label_rules: LabelRules
+
+    def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
+        """The `top_k` labels with softmax confidences for each HxWx3 image of the batch."""
+        ...
+
+
+@dataclass(frozen=True)
+class Choice:
+    runtime: RuntimeName
+    precision: Precision
+
+
+def normalise(pixels: npt.NDArray[np.uint8], spec: ModelSpec) -> npt.NDArray[np.float32]:
+    """A batch of HxWx3 uint8 images as the model's float32 NCHW input."""
+    mean = np.asarray(spec.mean, dtype=np.float32) * 255
+    scale = 1 / (np.asarray(spec.std, dtype=np.float32) * 255)
+    batch = (pixels.astype(np.float32) - mean) * scale
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+
+def top_tags(
+    logits: npt.NDArray[Any], labels: list[str], rules: LabelRules, top_k: int = TOP_K
+) -> list[list[Tag]]:
+    """Softmax over the classes, the `top_k` best of each row (best first), then the WordNet
+    labels above them that `rules` keep (`dog` for five breeds), marked derived."""
+    wide = logits.astype(np.float64)
+    exp = np.exp(wide - wide.max(axis=1, keepdims=True))
+    scores = exp / exp.sum(axis=1, keepdims=True)
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+    direct = [
+        [Tag(labels[i], int(i), float(row[i]), rank) for rank, i in enumerate(order, 1)]
+        for row, order in zip(scores, best, strict=True)
+    ]
+    return rules.apply(direct, scores.astype(np.float32))
+
+
+def installed(runtime: RuntimeName) -> bool:
+    """Whether the runtime's package is importable, without importing it."""
+    if runtime in sys.modules:  # None there means imports of it are blocked
+        return sys.modules[runtime] is not None
+    return importlib.util.find_spec(runtime) is not None
+
+
+def choose(spec: ModelSpec, runtime: str, precision: str) -> Choice:
+    """Resolve `auto` and refuse what cannot run here, with a one-line reason."""
+    if runtime == "auto":
+        candidates = [r for r in _BY_SPEED if precision == "auto" or precision in SUPPORTED[r]]
+        found = next((r for r in candidates if installed(r)), None)
+        if found is None:
+            raise RuntimeUnavailable(
+                f"no installed runtime supports model.precision = {precision}:"
+                f" pip install 'tagger[openvino]'"
+            )
+        chosen: RuntimeName = found
+    elif runtime in RUNTIMES:
+        chosen = runtime
+        if not installed(chosen):
+            raise RuntimeUnavailable(
+                f"model.runtime = {runtime}, but {runtime} is not installed:"
+                f" pip install '{_EXTRA[chosen]}'"
+            )
+    else:
+        raise RuntimeUnavailable(f"unknown runtime {runtime!r}; choose auto or one of {RUNTIMES}")
+    if precision == "auto":
+        int8 = spec.int8_by_default and "int8" in SUPPORTED[chosen]
+        return Choice(chosen, "int8" if int8 else "fp32")
+    if precision not in SUPPORTED[chosen]:
+        able = [r for r in RUNTIMES if precision in SUPPORTED[r]]
+        raise RuntimeUnavailable(
+            f"model.precision = {precision} is not supported by model.runtime = {chosen};"
+            f" use {' or '.join(able)}"
+        )
+    return Choice(chosen, precision)
+
+
+def artefact_dir(data_dir: Path, spec: ModelSpec, weights_sha256: str, choice: Choice) -> Path:
+    """Where the compiled model lives: one folder per weights, runtime, precision, format."""
+    key = f"{spec.name}-{weights_sha256[:16]}-{choice.runtime}-{choice.precision}"
+    return data_dir / "artefacts" / f"{key}-v{ARTEFACT_FORMAT}"
+
+
+def prepare(spec: ModelSpec, weights: Path, choice: Choice, target: Path) -> None:
+    """Export and quantise in a child process, so this one never imports torch.
+
+    The child writes into a temporary folder and renames it into place, so an interrupted
+    export leaves no half-written artefact behind to be loaded later.
+    """
+    log.warning(
+        "preparing %s for %s %s (once; about a minute)", spec.name, choice.runtime, choice.precision
+    )
+    command = [sys.executable, "-m", "tagger.export", spec.name, str(weights)]
+    command += [choice.runtime, choice.precision, str(target)]
+    # OpenVINO reads ONNX: reuse an exported (and calibrated) graph if there is one.
+    onnx = target.parent / target.name.replace("-openvino-", "-onnxruntime-") / "model.onnx"
+    if choice.runtime == "openvino" and onnx.is_file():
+        command.append(str(onnx))
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0 or not target.is_dir():
+        lines = (result.stderr or result.stdout or "no output").strip().splitlines()
+        raise WeightsError(f"could not export {spec.name} for {choice.runtime}: {lines[-1]}")
+
+
+def load_classifier(
+    name: str,
+    data_dir: Path,
+    weights_path: Path | None = None,
+    threads: int = 0,
+    runtime: str = "auto",
+    precision: str = "auto",
+    label_rules: LabelRules | None = None,
+) -> Classifier:
+    """The model ready to classify, on the runtime and precision the settings ask for."""
+    classifier = _load(name, data_dir, weights_path, threads, runtime, precision)
+    classifier.label_rules = label_rules or LabelRules()
+    return classifier
+
+
+def _load(
+    name: str, data_dir: Path, weights_path: Path | None, threads: int, runtime: str, precision: str
+) -> Classifier:
+    spec = spec_for(name)
+    choice = choose(spec, runtime, precision)
+    if choice.runtime == "torch":
+        from tagger.model import TorchClassifier
+
+        return TorchClassifier.load(name, data_dir, weights_path, threads, choice.precision)
+    weights, digest = checked_weights(spec, data_dir, weights_path)
+    folder = artefact_dir(data_dir, spec, digest, choice)
+    if not folder.is_dir():
+        prepare(spec, weights, choice, folder)
+    model_id = ModelId(spec.name, digest)
+    if choice.runtime == "onnxruntime":
+        return OnnxRuntimeClassifier(spec, model_id, folder, threads)
+    return OpenVinoClassifier(spec, model_id, folder, threads, choice.precision)
+
+
+class OnnxRuntimeClassifier:
+    """An exported ONNX graph (fp32, or int8 with QDQ nodes) on ONNX Runtime's CPU provider."""
+
+    def __init__(self, spec: ModelSpec, model_id: ModelId, folder: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        self.spec, self.id, self.labels = spec, model_id, imagenet_labels()
+        self.label_rules = LabelRules()  # the `[labels]` settings; load_classifier sets them
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        path = folder / "model.onnx"
+        try:
+            self._session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise WeightsError(f"cannot load {path} ({exc}); delete {folder} to rebuild") from None
+        log.info("loaded %s on onnxruntime from %s", spec.name, folder)
+
+    def logits(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        out: npt.NDArray[np.float32] = self._session.run(
+            ["logits"], {"pixels": normalise(pixels, self.spec)}
+        )[0]
+        return out
+
+    def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
+        return top_tags(self.logits(pixels), self.labels, self.label_rules, top_k)
+
+
+class OpenVinoClassifier:
+    """An OpenVINO IR (fp32 or int8) compiled for the CPU; bf16 where the CPU has it."""
+
+    def __init__(
+        self, spec: ModelSpec, model_id: ModelId, folder: Path, threads: int, precision: Precision
+    ) -> None:
+        import openvino as ov
+
+        self.spec, self.id, self.labels = spec, model_id, imagenet_labels()
+        self.label_rules = LabelRules()  # the `[labels]` settings; load_classifier sets them
+        core = ov.Core()
+        if precision == "bf16" and "BF16" not in core.get_property(
+            "CPU", "OPTIMIZATION_CAPABILITIES"
+        ):
+            raise RuntimeUnavailable("model.precision = bf16, but this CPU has no bf16 support")
+        config: dict[str, Any] = {
+            # OpenVINO would silently run fp32 models in bf16 on CPUs that have it.
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY",  # one request, all threads on each batch
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        path = folder / "model.xml"
+        try:
+            self._model = core.compile_model(str(path), "CPU", config)
+        except Exception as exc:
+            raise WeightsError(f"cannot load {path} ({exc}); delete {folder} to rebuild") from None
+        self._request = self._model.create_infer_request()
+        log.info("loaded %s on openvino from %s", spec.name, folder)
+
+    def logits(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        result = self._request.infer({0: normalise(pixels, self.spec)})
+        out: npt.NDArray[np.float32] = np.array(result[0])
+        return out
+
+    def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
+        return top_tags(self.logits(pixels), self.labels, self.label_rules, top_k)

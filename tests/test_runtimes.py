@@ -1,0 +1,181 @@
+"""The exported runtimes: same answers as torch, cached once, and torch kept out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import Result
+
+from tagger.decode import decode
+from tagger.errors import RuntimeUnavailable, WeightsError
+from tagger.hashing import hash_file, stat_file
+from tagger.model import Classifier
+from tagger.runtimes import artefact_dir, choose, installed, load_classifier
+from tagger.specs import spec_for
+
+PHOTOS = Path(__file__).parent / "photos"
+LITE0 = spec_for("efficientnet_lite0")
+NAMED = ("coral_cat_720p.jpg", "coral_hot_dog.jpg", "coral_parrot.jpg")
+
+
+def pixels(*names: str) -> np.ndarray:
+    return np.stack(
+        [decode(hash_file(stat_file(str(PHOTOS / n))), LITE0.geometry, 10**9).pixels for n in names]
+    )
+
+
+def data_dir() -> Path:
+    return Path(os.environ["XDG_DATA_HOME"]) / "tagger"
+
+
+def has_bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+@pytest.mark.parametrize(
+    ("runtime", "precision"),
+    [
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
+        ("openvino", "fp32"),
+        ("openvino", "int8"),
+        ("openvino", "bf16"),
+        ("torch", "bf16"),
+    ],
+)
+def test_every_runtime_names_what_is_in_the_photos(runtime: str, precision: str) -> None:
+    if precision == "bf16" and runtime == "openvino" and not has_bf16():
+        pytest.skip("this CPU has no bf16")
+    model = load_classifier("efficientnet_lite0", data_dir(), runtime=runtime, precision=precision)
+    top1 = [tags[0].label for tags in model.classify(pixels(*NAMED))]
+    assert top1[0] in {"Egyptian cat", "tabby", "tiger cat"}
+    assert top1[1:] == ["hotdog", "macaw"]
+    assert model.id == Classifier.load("efficientnet_lite0", data_dir()).id
+
+
+def test_onnx_fp32_gives_torchs_logits_and_int8_its_top1(classifier: Classifier) -> None:
+    from tagger.runtimes import OnnxRuntimeClassifier
+
+    batch = pixels(*sorted(p.name for p in PHOTOS.glob("*.jpg")))
+    reference = classifier.logits(batch).numpy()
+    fp32 = load_classifier(
+        "efficientnet_lite0", data_dir(), runtime="onnxruntime", precision="fp32"
+    )
+    assert isinstance(fp32, OnnxRuntimeClassifier)
+    assert np.abs(fp32.logits(batch) - reference).max() < 1e-3
+    int8 = load_classifier(
+        "efficientnet_lite0", data_dir(), runtime="onnxruntime", precision="int8"
+    )
+    assert isinstance(int8, OnnxRuntimeClassifier)
+    # The waterfall is a near tie of geyser and fountain; int8 may swap such neighbours.
+    top3 = np.argsort(-reference, axis=1)[:, :3]
+    quantised = int8.logits(batch).argmax(1)
+    assert all(best in row for best, row in zip(quantised, top3, strict=True))
+    coral = [i for i, p in enumerate(sorted(PHOTOS.glob("*.jpg"))) if p.name.startswith("coral")]
+    assert (quantised[coral] == reference.argmax(1)[coral]).all()
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_scan_with_a_cached_artefact_never_imports_torch(
+    runtime: str, photo_dir: Path, tmp_path: Path
+) -> None:
+    load_classifier("efficientnet_lite0", data_dir(), runtime=runtime)  # export, if not yet
+    folder = next((data_dir() / "artefacts").glob(f"efficientnet_lite0-*-{runtime}-fp32-v*"))
+    before = folder.stat().st_mtime_ns
+    script = (
+        "import json, sys\n"
+        "from tagger.cli import main\n"
+        "try:\n"
+        f"    main(['--db', {str(tmp_path / 'x.db')!r}, 'scan', {str(photo_dir)!r}])\n"
+        "except SystemExit as exit:\n"
+        "    print(json.dumps([exit.code, 'torch' in sys.modules]))\n"
+    )
+    env = os.environ | {"TAGGER_MODEL__RUNTIME": runtime}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    lines = done.stdout.splitlines()
+    assert "9 new" in lines[0], done.stderr
+    assert json.loads(lines[-1]) == [0, False]
+    assert "preparing" not in done.stderr  # loaded from the cache, not exported again
+    assert folder.stat().st_mtime_ns == before
+
+
+def test_auto_picks_int8_only_where_it_agrees_with_fp32() -> None:
+    agreeing = replace(LITE0, int8_by_default=True)
+    assert choose(agreeing, "auto", "auto").precision == "int8"
+    assert choose(agreeing, "torch", "auto").precision == "fp32"
+    assert choose(LITE0, "auto", "auto").precision == "fp32"  # measured 84%: not the default
+    assert choose(spec_for("resnet18"), "onnxruntime", "auto").precision == "fp32"
+    assert choose(LITE0, "auto", "auto").runtime == "openvino"  # installed by the test extra
+
+
+def test_unsupported_or_missing_runtime_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(RuntimeUnavailable) as error:
+        choose(LITE0, "torch", "int8")
+    assert str(error.value) == (
+        "model.precision = int8 is not supported by model.runtime = torch;"
+        " use onnxruntime or openvino"
+    )
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
+    assert not installed("openvino")
+    with pytest.raises(RuntimeUnavailable) as error:
+        choose(LITE0, "openvino", "auto")
+    assert str(error.value) == (
+        "model.runtime = openvino, but openvino is not installed: pip install 'tagger[openvino]'"
+    )
+    assert choose(LITE0, "auto", "auto").runtime == "onnxruntime"
+
+
+def test_a_failed_export_says_why_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    wrong = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
+    # What a killed export leaves: an old temporary folder beside the artefact's place.
+    spec, digest = spec_for("resnet18"), hashlib.sha256(wrong.read_bytes()).hexdigest()
+    target = artefact_dir(tmp_path, spec, digest, choose(spec, "onnxruntime", "auto"))
+    orphan = target.parent / f".{target.name}.abc123"
+    orphan.mkdir(parents=True)
+    os.utime(orphan, (0, 0))
+    with pytest.raises(WeightsError) as error:
+        load_classifier("resnet18", tmp_path, wrong, runtime="onnxruntime")
+    assert str(error.value).startswith("could not export resnet18 for onnxruntime:")
+    assert "does not fit resnet18" in str(error.value) and "\n" not in str(error.value)
+    assert list((tmp_path / "artefacts").iterdir()) == []
+
+
+def test_artefacts_are_keyed_by_weights_runtime_and_precision() -> None:
+    names = {
+        artefact_dir(Path("/d"), LITE0, digest, choose(LITE0, runtime, precision)).name
+        for digest in ("a" * 64, "b" * 64)
+        for runtime, precision in [
+            ("onnxruntime", "int8"),
+            ("onnxruntime", "fp32"),
+            ("openvino", "int8"),
+        ]
+    }
+    assert len(names) == 6
+
+
+def test_model_prepare_builds_the_artefact_before_any_scan(
+    tagger: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAGGER_MODEL__RUNTIME", "onnxruntime")
+    result = tagger("model", "prepare")
+    assert result.code == 0, result.err
+    assert result.out == (
+        "efficientnet_lite0: ready on OnnxRuntimeClassifier"
+        " (model.runtime = onnxruntime, model.precision = auto)\n"
+    )
+    assert list((data_dir() / "artefacts").glob("efficientnet_lite0-*-onnxruntime-fp32-v1"))
