@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from tagger.errors import BadImage, SkipFile
+from tagger.errors import BadImage, SkipFile, Unreadable
 from tagger.hashing import open_regular
 from tagger.records import Decoded, Hashed
 
@@ -74,7 +74,11 @@ def decode(hashed: Hashed, geometry: Geometry, max_pixels: int) -> Decoded:
     except UnidentifiedImageError:
         raise BadImage("not an image, or a format tagger cannot read") from None
     except FileNotFoundError:
-        raise BadImage("file vanished while it was decoded") from None
+        raise Unreadable("file vanished while it was decoded") from None
+    except OSError as exc:
+        if exc.errno is None:  # Pillow's own "image file is truncated" and the like
+            raise BadImage(f"damaged image data: {_describe(exc)}") from None
+        raise Unreadable(f"cannot read file: {exc.strerror}") from None  # EIO, ESTALE...
     except Exception as exc:  # Pillow's decoders raise many kinds for damaged data.
         raise BadImage(f"damaged image data: {_describe(exc)}") from None
 

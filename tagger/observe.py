@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import queue
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,11 +43,18 @@ def mount_of(path: Path, mounts: str) -> tuple[str, str]:
         fields = line.split()
         if len(fields) < 3:
             continue
-        point = fields[1].encode().decode("unicode_escape")  # "\040" is a space
+        point = _unescape(fields[1])
         inside = target == point or target.startswith(point.rstrip("/") + "/")
         if inside and len(point) >= len(best[0]):
             best = (point, fields[2])
     return best
+
+
+def _unescape(field: str) -> str:
+    """/proc/mounts writes space, tab, newline and backslash as octal escapes ("\\040")."""
+    raw = os.fsencode(field)
+    raw = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), raw)
+    return os.fsdecode(raw)
 
 
 def remote(fstype: str) -> bool:
@@ -55,7 +63,7 @@ def remote(fstype: str) -> bool:
 
 def _read_mounts() -> str:
     try:
-        return Path("/proc/mounts").read_text()
+        return os.fsdecode(Path("/proc/mounts").read_bytes())
     except OSError:
         return ""
 

@@ -64,6 +64,7 @@ class Pipeline:
         self._report = report
         self._summary = Summary()
         self._lock = threading.Lock()
+        self._recent: dict[str, None] = {}
 
     def run(self, paths: Iterable[Item], stop: threading.Event | None = None) -> Summary:
         """Tag every path that is new or changed; returns when all of it is stored."""
@@ -103,7 +104,7 @@ class Pipeline:
         model = self._classifier.id
         # Content sent to the model but maybe not stored yet. Bounded, for a daemon's months:
         # what left this window long ago is in the store by now.
-        recent: dict[str, None] = {}
+        recent = self._recent = {}
         geometry, max_pixels = self._classifier.spec.geometry, self._settings.scan.max_pixels
         max_size, follow = self._settings.scan.max_file_size, self._settings.scan.follow_symlinks
         for path in paths:
@@ -144,13 +145,16 @@ class Pipeline:
                 self._fail(writer, failure, reported=str(path))
                 continue
             known = self._store.image_state(hashed.sha256)
-            if hashed.sha256 in recent or (known is not None and known.current(model)):
+            with self._lock:
+                in_flight_already = hashed.sha256 in recent
+            if in_flight_already or (known is not None and known.current(model)):
                 writer.put(Link(hashed.file, hashed.sha256))
                 self._done(file.path, Outcome.DUPLICATE)
                 continue
-            recent[hashed.sha256] = None
-            if len(recent) > _RECENT:
-                del recent[next(iter(recent))]
+            with self._lock:
+                recent[hashed.sha256] = None
+                if len(recent) > _RECENT:
+                    del recent[next(iter(recent))]
             while not in_flight.acquire(timeout=0.5):
                 inference.check()
             future = pool.submit(_decode_or_fail, hashed, geometry, max_pixels)
@@ -182,6 +186,9 @@ class Pipeline:
 
     def _fail(self, writer: StoreWriter, failure: Failure, reported: str | None = None) -> None:
         log.warning("skipped %s: %s", printable(failure.file.path), failure.reason)
+        if failure.transient and failure.sha256 is not None:
+            with self._lock:  # not in flight any more: the next copy or retry is read again
+                self._recent.pop(failure.sha256, None)
         writer.put(failure)
         outcome = Outcome.UNREADABLE if failure.transient else Outcome.FAILED
         self._done(reported or failure.file.path, outcome)
@@ -199,4 +206,4 @@ def _decode_or_fail(hashed: Hashed, geometry: Geometry, max_pixels: int) -> Deco
     except BadImage as bad:  # the content is bad: remembered with its hash
         return Failure(hashed.file, bad.reason, sha256=hashed.sha256)
     except Unreadable as unreadable:  # the file moved under us: try again later
-        return Failure(hashed.file, unreadable.reason, transient=True)
+        return Failure(hashed.file, unreadable.reason, sha256=hashed.sha256, transient=True)

@@ -64,8 +64,8 @@ class ModelId:
 class Failure:
     """A file that could not be tagged, with the reason shown by `tagger errors`.
 
-    With a sha256 the content is bad (kept until the file changes); without one the file
-    could not be read at all, and the next scan tries again.
+    With a sha256 and not transient, the content is bad (kept until the file changes);
+    a transient failure (vanished, unreadable, changed while read) is tried again.
     """
 
     file: FileInfo

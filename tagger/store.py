@@ -343,6 +343,11 @@ class StoreWriter:
                         for t in op.tags
                     ]
                     self._link_all(session, image, op.decoded.hashed.file, now)
+                elif isinstance(op, Failure) and op.transient:
+                    if op.sha256 is not None:  # its duplicates are found again next time
+                        self._pending_links.pop(op.sha256, None)
+                    if os.path.lexists(op.file.path):  # not a row for a file already gone
+                        _upsert_file(session, op.file, None, now, error=op.reason)
                 elif isinstance(op, Failure) and op.sha256 is not None:
                     image = self._upsert_image(session, op.sha256, op.file.size, now)
                     image.status, image.error = ImageStatus.FAILED, op.reason
@@ -398,6 +403,9 @@ def _upsert_file(
         row = File(path=file.path, size=file.size, mtime_ns=file.mtime_ns, first_seen=now)
         session.add(row)
     row.last_seen, row.missing_since = now, None
+    if image is not None and not os.path.lexists(file.path):
+        # Deleted or renamed while it was being tagged: its `Gone` was written before this.
+        row.missing_since = now
     if touch_only:
         return
     row.size, row.mtime_ns, row.error = file.size, file.mtime_ns, error
@@ -410,9 +418,15 @@ def _under(path: str) -> ColumnElement[bool]:
 
 
 def _move(session: Session, op: Moved, now: Any) -> None:
-    """Rows under `src` follow the rename; whatever `dst` held before is replaced."""
+    """Rows under `src` follow the rename; whatever `dst` held before is replaced.
+
+    Nothing under `src` (a file's own event after its folder's, which moved it already):
+    nothing to do, and `dst` must be left alone."""
+    rows = session.scalars(select(File).where(_under(op.src))).all()
+    if not rows:
+        return
     session.execute(delete(File).where(_under(op.dst)))
-    for row in session.scalars(select(File).where(_under(op.src))):
+    for row in rows:
         row.path = op.dst + row.path[len(op.src) :]
         row.last_seen, row.missing_since = now, None
 

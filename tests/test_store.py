@@ -123,9 +123,11 @@ def test_a_sweep_spares_files_stored_after_its_walk_began(tmp_path: Path) -> Non
     """A file that lands while a long rescan walks elsewhere is not marked missing by it."""
     store = Store(f"sqlite:///{tmp_path / 'w.db'}")
     root = tmp_path / "photos"
+    root.mkdir()
     model = ModelId("m", "0" * 64)
 
     def tagged(name: str, sha: str) -> Tagged:
+        (root / name).write_bytes(b"photo")
         hashed = Hashed(FileInfo(str(root / name), 10, 1), sha * 32)
         decoded = Decoded(hashed, np.zeros((2, 2, 3), np.uint8), 2, 2, "JPEG")
         return Tagged(decoded, [Tag("tabby", 281, 0.9, 1)], model)
@@ -133,6 +135,7 @@ def test_a_sweep_spares_files_stored_after_its_walk_began(tmp_path: Path) -> Non
     with StoreWriter(store) as writer:
         writer.put(tagged("old.jpg", "aa"))
         writer.put(tagged("deleted.jpg", "bb"))
+    (root / "deleted.jpg").unlink()
     walk_began = utcnow()
     with StoreWriter(store) as writer:
         writer.put(tagged("arrived-during-walk.jpg", "cc"))

@@ -23,6 +23,7 @@ from tagger.daemon import Daemon
 from tagger.errors import TaggerError
 from tagger.model import Classifier
 from tagger.observe import Observers, mount_of, remote
+from tagger.records import Outcome
 from tagger.store import Store
 
 PHOTOS = Path(__file__).parent / "photos"
@@ -176,7 +177,7 @@ def test_nested_folders_created_after_start(harness: Harness) -> None:
 
 
 def test_move_delete_and_overwrite(harness: Harness) -> None:
-    harness.start()
+    running = harness.start()
     cat, lunch = harness.uploads / "cat.jpg", harness.uploads / "lunch.jpg"
     shutil.copy(CAT, cat)
     shutil.copy(HOTDOG, lunch)
@@ -195,10 +196,18 @@ def test_move_delete_and_overwrite(harness: Harness) -> None:
         what="the move",
     )
 
-    # A folder move takes its files along.
+    # A folder move takes its files along: the same row, not a new one for a re-read file.
+    (row_id, first_seen) = harness.rows(
+        "select id, first_seen from files where image_id = ?", image_id
+    )[0]
     os.rename(harness.uploads / "pets", harness.uploads / "animals")
     moved = harness.uploads / "animals" / "cat.jpg"
     wait_for(lambda: harness.top1(moved) is not None, what="the folder move")
+    time.sleep(1)  # the file's own move event, and the settle after it
+    assert harness.rows("select id, first_seen from files where path = ?", str(moved)) == [
+        (row_id, first_seen)
+    ]
+    assert running.daemon.intake.summary.counts[Outcome.DUPLICATE] == 0  # nothing re-read
 
     # A delete marks the path missing; its tags are kept until `tagger prune`.
     lunch.unlink()
@@ -282,6 +291,7 @@ MOUNTS = """\
 /dev/sda1 / ext4 rw,relatime 0 0
 nas:/volume1/photos /mnt/photos nfs4 rw,vers=4.1 0 0
 //nas/share /mnt/smb\\040share cifs rw 0 0
+nas:/fotos /mnt/fotos\\040usér nfs rw 0 0
 photos: /mnt/rclone fuse.rclone rw 0 0
 /dev/sdb1 /mnt/usb fuseblk rw 0 0
 """
@@ -293,6 +303,7 @@ photos: /mnt/rclone fuse.rclone rw 0 0
         ("/home/me/Pictures", "/", False),
         ("/mnt/photos/2024", "/mnt/photos", True),
         ("/mnt/smb share/x", "/mnt/smb share", True),
+        ("/mnt/fotos usér/2024", "/mnt/fotos usér", True),
         ("/mnt/rclone", "/mnt/rclone", True),
         ("/mnt/usb/DCIM", "/mnt/usb", False),
         ("/mnt/photosynth", "/", False),
