@@ -304,8 +304,7 @@ class Daemon:
         if root is None:
             return False
         if is_directory:
-            relative = Path(path).relative_to(root)
-            return not any(self._filter.ignored(part) for part in relative.parts)
+            return self._filter.wanted_folder(Path(path), root)
         return self._filter.wanted(Path(path), root)
 
     def _healthy(self, heartbeat: float) -> bool:

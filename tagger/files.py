@@ -33,8 +33,10 @@ class PhotoFilter:
 
     def wanted(self, path: Path, root: Path) -> bool:
         """A photo extension, and no ignored component between `root` and the file."""
-        if path.suffix.lower() not in self._extensions:
-            return False
+        return path.suffix.lower() in self._extensions and self.wanted_folder(path, root)
+
+    def wanted_folder(self, path: Path, root: Path) -> bool:
+        """No ignored component between `root` and `path`."""
         relative = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
         return not any(self.ignored(part) for part in relative.parts)
 
