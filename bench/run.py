@@ -1,6 +1,7 @@
 """Benchmark: tagger's scan pipeline against the usual tutorial loop, in one interleaved run.
 
     python bench/run.py [--images 48] [--rounds 2] [--runtime auto] [--precision auto]
+                        [--batch-size 4] [--model efficientnet_lite0 | --model resnet18]
 
 Makes photo-like files (real photos from tests/photos scaled to 1600x1200 and 4000x3000
 JPEGs, plus 1600x1200 PNGs, each with a little noise so every file is distinct content),
@@ -8,7 +9,9 @@ then alternates the two contenders on them. The peer is the familiar "Flask + Re
 code path: full Pillow decode, torchvision Resize/CenterCrop/ToTensor/Normalize, one image
 per forward pass in torch fp32. tagger runs in a child process, as `tagger scan` would, so
 its peak RSS is its own and torch is never imported there (unless runtime = torch). Both
-use the bundled EfficientNet-Lite0. Results: docs/benchmarks.md.
+use the same model: the bundled EfficientNet-Lite0, or with `--model resnet18` the issue's
+ResNet-18 with random weights (its real ones cannot be fetched offline; only the speed
+means anything then). Results: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -44,14 +47,14 @@ def make_images(folder: Path, count: int, size: tuple[int, int], ext: str) -> li
     return paths
 
 
-def naive(paths: list[Path]) -> float:
+def naive(paths: list[Path], model: str, weights: Path | None) -> float:
     """One image at a time, as the tutorials do, in torch fp32."""
     import torch
     from torchvision import transforms
 
     from tagger.model import Classifier
 
-    classifier = Classifier.load("efficientnet_lite0", Path("."))
+    classifier = Classifier.load(model, Path("."), weights)
     module = classifier._module  # the same weights, called the tutorial way
     prep = transforms.Compose([
         transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
@@ -62,6 +65,16 @@ def naive(paths: list[Path]) -> float:
         for path in paths:
             module(prep(Image.open(path).convert("RGB")).unsqueeze(0)).softmax(1).topk(5)
     return len(paths) / (time.perf_counter() - start)
+
+
+def random_resnet18(path: Path) -> Path:
+    """ResNet-18 with seeded random weights: the same FLOPs as the real ones."""
+    import torch
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    torch.save(resnet18(weights=None).state_dict(), path)
+    return path
 
 
 def tagger_child(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,13 +91,20 @@ def tagger_child(args: argparse.Namespace) -> dict[str, Any]:
         db=args.db,
         data_dir=args.data_dir,
         model={"runtime": args.runtime, "precision": args.precision},
+        batch={"size": args.batch_size},
     )
-    model = load_classifier(
-        "efficientnet_lite0",
-        settings.data_dir,
-        runtime=settings.model.runtime,
-        precision=settings.model.precision,
-    )
+
+    def load(batch_size: int) -> Any:
+        return load_classifier(
+            args.model,
+            settings.data_dir,
+            args.weights,
+            runtime=settings.model.runtime,
+            precision=settings.model.precision,
+            batch_size=batch_size,
+        )
+
+    model = load(settings.batch.size)
     inference = [0.0, 0]
 
     class Timed:
@@ -112,11 +132,11 @@ def tagger_child(args: argparse.Namespace) -> dict[str, Any]:
     decoded = [decode(h, model.spec.geometry, 10**9) for h in hashed]
     t2 = time.perf_counter()
     batch = np.stack([d.pixels for d in decoded])
-    model.classify(batch)
     peaks = {}
     for size in (1, 4, 8, 16, 32):
+        model = load(size)  # compiled for exactly this batch size, as a scan would be
         tiled = np.resize(batch, (size, *batch.shape[1:]))
-        model.classify(tiled)  # a new batch shape is compiled on first use
+        model.classify(tiled)
         start = time.perf_counter()
         rounds = max(2, 64 // size)
         for _ in range(rounds):
@@ -144,7 +164,11 @@ def peak_rss_mb() -> float:
 def tagger_scan(paths: list[Path], workdir: Path, n: int, args: argparse.Namespace) -> Any:
     command = [sys.executable, __file__, "--child", "--db", str(workdir / f"bench{n}.db")]
     command += ["--data-dir", str(workdir / "data"), "--runtime", args.runtime]
-    command += ["--precision", args.precision, *map(str, paths)]
+    command += ["--precision", args.precision, "--batch-size", str(args.batch_size)]
+    command += ["--model", args.model]
+    if args.weights:
+        command += ["--weights", str(args.weights)]
+    command += map(str, paths)
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -155,6 +179,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--model", default="efficientnet_lite0", choices=("efficientnet_lite0", "resnet18")
+    )
+    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
@@ -165,16 +194,21 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
+        if args.model == "resnet18":
+            args.weights = random_resnet18(workdir / "resnet18-random.pth")
         warm = make_images(workdir, 2, (640, 480), "jpg")
         tagger_scan(warm, workdir, 0, args)  # exports the artefact once, outside the timings
-        print(f"runtime {args.runtime}, precision {args.precision}, {args.images} images per set")
+        print(
+            f"{args.model}, runtime {args.runtime}, precision {args.precision},"
+            f" batch {args.batch_size}, {args.images} images per set"
+        )
         run = 0
         for label, size, ext in (*SETS, PNG_SET):
             count = args.images if ext == "jpg" else args.images // 2
             paths = make_images(workdir, count, size, ext)
             for _ in range(args.rounds):
                 run += 1
-                slow = naive(paths)
+                slow = naive(paths, args.model, args.weights)
                 fast = tagger_scan(paths, workdir, run, args)
                 peak = max(fast["peak_by_batch"].values())
                 print(

@@ -70,6 +70,7 @@ class App:
             model.runtime,
             model.precision,
             LabelRules.from_names(labels.derived, labels.min_score, labels.min_scores, labels.hide),
+            settings.batch.size,
         )
 
 

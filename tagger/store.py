@@ -174,7 +174,7 @@ class Store:
 
     def image_state(self, sha256: str) -> ImageState | None:
         with self.session() as session:
-            row = _find_image(session, sha256)
+            row = session.scalars(select(Image).where(Image.sha256 == sha256)).one_or_none()
             return _image_state(row) if row is not None else None
 
     def prune(self, dry_run: bool = False) -> tuple[int, int]:
@@ -191,10 +191,6 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-def _find_image(session: Session, sha256: str) -> Image | None:
-    return session.scalars(select(Image).where(Image.sha256 == sha256)).one_or_none()
 
 
 def _image_state(row: Image) -> ImageState:
@@ -321,87 +317,148 @@ class StoreWriter:
     def _write(self, ops: list[Any]) -> None:
         now = utcnow()
         with Session(self._store.engine) as session, session.begin():
+            rows = _Rows(session, ops)
             for op in ops:
-                if isinstance(op, Tagged):
-                    image = self._upsert_image(
-                        session, op.decoded.hashed.sha256, op.decoded.hashed.file.size, now
-                    )
-                    image.width, image.height = op.decoded.width, op.decoded.height
-                    image.format = op.decoded.format
-                    image.model, image.weights_sha256 = op.model.name, op.model.weights_sha256
-                    image.status, image.error = ImageStatus.TAGGED, None
-                    session.execute(delete(TagRow).where(TagRow.image_id == image.id))
-                    image.tags = [
-                        TagRow(
-                            label=t.label,
-                            class_index=t.class_index,
-                            score=t.score,
-                            rank=t.rank,
-                            wnid=t.wnid,
-                            derived=t.derived,
+                if isinstance(op, Gone | Moved | Swept):
+                    session.flush()  # these update rows in bulk: in the database, not the session
+                    if isinstance(op, Gone):
+                        session.execute(
+                            update(File)
+                            .where(_under(op.path), File.missing_since.is_(None))
+                            .values(missing_since=now)
                         )
-                        for t in op.tags
-                    ]
-                    self._link_all(session, image, op.decoded.hashed.file, now)
-                elif isinstance(op, Failure) and op.transient:
-                    if op.sha256 is not None:  # its duplicates are found again next time
-                        self._pending_links.pop(op.sha256, None)
-                    if os.path.lexists(op.file.path):  # not a row for a file already gone
-                        _upsert_file(session, op.file, None, now, error=op.reason)
-                elif isinstance(op, Failure) and op.sha256 is not None:
-                    image = self._upsert_image(session, op.sha256, op.file.size, now)
-                    image.status, image.error = ImageStatus.FAILED, op.reason
-                    image.tags = []
-                    self._link_all(session, image, op.file, now)
-                elif isinstance(op, Failure):
-                    _upsert_file(session, op.file, None, now, error=op.reason)
-                elif isinstance(op, Link):
-                    found = _find_image(session, op.sha256)
-                    if found is None:
-                        self._pending_links[op.sha256].append(op.file)
+                    elif isinstance(op, Moved):
+                        _move(session, op, now)
                     else:
-                        _upsert_file(session, op.file, found, now)
-                elif isinstance(op, Seen):
-                    _upsert_file(session, op.file, None, now, touch_only=True)
-                elif isinstance(op, Gone):
-                    session.execute(
-                        update(File)
-                        .where(_under(op.path), File.missing_since.is_(None))
-                        .values(missing_since=now)
-                    )
-                elif isinstance(op, Moved):
-                    _move(session, op, now)
-                else:
-                    _sweep(session, op, now)
+                        _sweep(session, op, now)
+                    rows.forget()
+                    continue
+                with session.no_autoflush:
+                    self._write_one(session, rows, op, now)
 
-    def _upsert_image(self, session: Session, sha256: str, size: int, now: Any) -> Image:
-        image = _find_image(session, sha256)
+    def _write_one(self, session: Session, rows: _Rows, op: Any, now: Any) -> None:
+        if isinstance(op, Tagged):
+            image = self._upsert_image(
+                session, rows, op.decoded.hashed.sha256, op.decoded.hashed.file.size, now
+            )
+            image.width, image.height = op.decoded.width, op.decoded.height
+            image.format = op.decoded.format
+            image.model, image.weights_sha256 = op.model.name, op.model.weights_sha256
+            image.status, image.error = ImageStatus.TAGGED, None
+            if image.id is not None:  # a re-tag: old ranks go first, or (image, rank) clashes
+                session.execute(delete(TagRow).where(TagRow.image_id == image.id))
+            image.tags = [
+                TagRow(
+                    label=t.label,
+                    class_index=t.class_index,
+                    score=t.score,
+                    rank=t.rank,
+                    wnid=t.wnid,
+                    derived=t.derived,
+                )
+                for t in op.tags
+            ]
+            self._link_all(rows, image, op.decoded.hashed.file, now)
+        elif isinstance(op, Failure) and op.transient:
+            if op.sha256 is not None:  # its duplicates are found again next time
+                self._pending_links.pop(op.sha256, None)
+            if os.path.lexists(op.file.path):  # not a row for a file already gone
+                _upsert_file(rows, op.file, None, now, error=op.reason)
+        elif isinstance(op, Failure) and op.sha256 is not None:
+            image = self._upsert_image(session, rows, op.sha256, op.file.size, now)
+            image.status, image.error = ImageStatus.FAILED, op.reason
+            image.tags = []
+            self._link_all(rows, image, op.file, now)
+        elif isinstance(op, Failure):
+            _upsert_file(rows, op.file, None, now, error=op.reason)
+        elif isinstance(op, Link):
+            found = rows.image(op.sha256)
+            if found is None:
+                self._pending_links[op.sha256].append(op.file)
+            else:
+                _upsert_file(rows, op.file, found, now)
+        elif isinstance(op, Seen):
+            _upsert_file(rows, op.file, None, now, touch_only=True)
+
+    def _upsert_image(
+        self, session: Session, rows: _Rows, sha256: str, size: int, now: Any
+    ) -> Image:
+        image = rows.image(sha256)
         if image is None:
             image = Image(sha256=sha256, size=size, status=ImageStatus.FAILED, tagged_at=now)
             session.add(image)
-            session.flush()
+            rows.images[sha256] = image
         image.tagged_at = now
         return image
 
-    def _link_all(self, session: Session, image: Image, file: FileInfo, now: Any) -> None:
+    def _link_all(self, rows: _Rows, image: Image, file: FileInfo, now: Any) -> None:
         for each in [file, *self._pending_links.pop(image.sha256, [])]:
-            _upsert_file(session, each, image, now)
+            _upsert_file(rows, each, image, now)
+
+
+class _Rows:
+    """The images and files one transaction touches, read with a query per 500 keys rather
+    than one per operation (each of which also flushed the session): on a scan that was
+    most of the writer's time. New rows are added here as they are made."""
+
+    def __init__(self, session: Session, ops: list[Any]) -> None:
+        self.session = session
+        self.images: dict[str, Image | None] = {}
+        self.files: dict[str, File | None] = {}
+        shas, paths = set(), set()
+        for op in ops:
+            if isinstance(op, Tagged):
+                shas.add(op.decoded.hashed.sha256)
+                paths.add(op.decoded.hashed.file.path)
+            elif isinstance(op, Link | Failure):
+                if op.sha256 is not None:
+                    shas.add(op.sha256)
+                paths.add(op.file.path)
+            elif isinstance(op, Seen):
+                paths.add(op.file.path)
+        with session.no_autoflush:
+            self._load(self.images, Image.sha256, shas)
+            self._load(self.files, File.path, paths)
+
+    def _load(self, into: dict[str, Any], key: Any, wanted: set[str]) -> None:
+        ordered = sorted(wanted)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            into.update(dict.fromkeys(chunk))
+            for row in self.session.scalars(select(key.class_).where(key.in_(chunk))):
+                into[getattr(row, key.key)] = row
+
+    def image(self, sha256: str) -> Image | None:
+        if sha256 not in self.images:
+            self._load(self.images, Image.sha256, {sha256})
+        return self.images[sha256]
+
+    def file(self, path: str) -> File | None:
+        if path not in self.files:
+            self._load(self.files, File.path, {path})
+        return self.files[path]
+
+    def forget(self) -> None:
+        """After a bulk update: what was read may have moved or changed."""
+        self.images.clear()
+        self.files.clear()
 
 
 def _upsert_file(
-    session: Session,
+    rows: _Rows,
     file: FileInfo,
     image: Image | None,
     now: Any,
     error: str | None = None,
     touch_only: bool = False,
 ) -> None:
-    row = session.scalars(select(File).where(File.path == file.path)).one_or_none()
+    row = rows.file(file.path)
     if row is None:
         if touch_only:
             return
         row = File(path=file.path, size=file.size, mtime_ns=file.mtime_ns, first_seen=now)
-        session.add(row)
+        rows.session.add(row)
+        rows.files[file.path] = row
     row.last_seen, row.missing_since = now, None
     if image is not None and not os.path.lexists(file.path):
         # Deleted or renamed while it was being tagged: its `Gone` was written before this.

@@ -88,6 +88,19 @@ def test_onnx_fp32_gives_torchs_logits_and_int8_its_top1(classifier: Classifier)
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_model_compiled_for_a_fixed_batch_takes_any_number_of_images(runtime: str) -> None:
+    five = pixels(*NAMED, *NAMED[:2])
+    model = load_classifier(
+        "efficientnet_lite0", data_dir(), runtime=runtime, precision="fp32", batch_size=3
+    )
+    together = model.logits(five)  # type: ignore[attr-defined]
+    alone = np.concatenate([model.logits(five[i : i + 1]) for i in range(5)])  # type: ignore[attr-defined]
+    assert together.shape == (5, 1000)
+    assert np.abs(together - alone).max() < 1e-4
+    assert [tags[0].label for tags in model.classify(five)][1:3] == ["hotdog", "macaw"]
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_scan_with_a_cached_artefact_never_imports_torch(
     runtime: str, photo_dir: Path, tmp_path: Path
 ) -> None:
