@@ -27,6 +27,7 @@ from tagger.output import FORMATS, render
 from tagger.records import Outcome
 from tagger.search import SORTS
 from tagger.store import Store, make_engine, schema_revisions, upgrade
+from tagger.threads import fewer_malloc_arenas
 
 if TYPE_CHECKING:
     from tagger.querylang import Query
@@ -808,6 +809,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: one line per error, exit 1; tracebacks only with --debug."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("TAGGER_DEBUG") == "1"
+    fewer_malloc_arenas()  # before any thread starts
     try:
         result = cli.main(args=args, prog_name="tagger", standalone_mode=False)
     except click.ClickException as exc:
