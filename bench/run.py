@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -118,9 +120,10 @@ def tagger_child(args: argparse.Namespace) -> dict[str, Any]:
             return out
 
     store = Store(settings.db_url)
-    start = time.perf_counter()
-    summary = Pipeline(settings, store, Timed()).run(paths)  # type: ignore[arg-type]
-    wall = time.perf_counter() - start
+    with ThreadCpu() as cpu:
+        start = time.perf_counter()
+        summary = Pipeline(settings, store, Timed()).run(paths)  # type: ignore[arg-type]
+        wall = time.perf_counter() - start
     store.close()
     assert summary.total == len(paths), summary
     rss = peak_rss_mb()
@@ -144,6 +147,8 @@ def tagger_child(args: argparse.Namespace) -> dict[str, Any]:
         peaks[size] = rounds * size / (time.perf_counter() - start)
     return {
         "rate": len(paths) / wall,
+        "cpu_ms": {k: v * 1000 / len(paths) for k, v in cpu.seconds.items()},
+        "busy": sum(cpu.seconds.values()) / wall / len(os.sched_getaffinity(0)),
         "rss_mb": rss,
         "torch": "torch" in sys.modules,
         "runtime": type(model).__name__,
@@ -152,6 +157,54 @@ def tagger_child(args: argparse.Namespace) -> dict[str, Any]:
         "in_pipeline_rate": inference[1] / inference[0],
         "peak_by_batch": peaks,
     }
+
+
+STAGES = {"tagger-decode": "decode", "tagger-inference": "inference"}
+STAGES |= {"tagger-store-writer": "writer", "MainThread": "feed"}
+
+
+class ThreadCpu:
+    """CPU seconds per pipeline stage while in the block, from /proc (robust to other load:
+    a stage's CPU time, unlike its wall time, does not grow while it waits for a core)."""
+
+    def __init__(self) -> None:
+        self._start: dict[str, tuple[str, float]] = {}
+        self._last: dict[str, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self.seconds: dict[str, float] = {}
+
+    def _sample(self) -> dict[str, tuple[str, float]]:
+        names = {str(t.native_id): t.name.split("_")[0] for t in threading.enumerate()}
+        tick = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended
+            stage = STAGES.get(names.get(tid, ""), "runtime threads")
+            out[tid] = (stage, (int(fields[11]) + int(fields[12])) / tick)
+        return out
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.02):
+            self._last |= self._sample()
+
+    def __enter__(self) -> ThreadCpu:
+        self._start = self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._last |= self._sample()
+        for tid, (stage, used) in self._last.items():
+            if tid == str(self._thread.native_id):
+                continue
+            before = self._start.get(tid, (stage, 0.0))[1]
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + used - before
 
 
 def peak_rss_mb() -> float:
@@ -218,6 +271,12 @@ def main() -> None:
                     f" hash {fast['hash_ms']:.1f} ms, decode {fast['decode_ms']:.1f} ms,"
                     f" inference {1000 / fast['in_pipeline_rate']:.1f} ms in the pipeline"
                     f" ({fast['in_pipeline_rate']:.0f} img/s)"
+                )
+                stages = ", ".join(f"{k} {v:.1f}" for k, v in sorted(fast["cpu_ms"].items()))
+                total = sum(fast["cpu_ms"].values())
+                print(
+                    f"  CPU ms per image: {stages}; total {total:.1f}"
+                    f" ({fast['busy']:.0%} of the cores busy)"
                 )
             by_batch = ", ".join(
                 f"b{b} {r:.0f} ({r / peak:.0%})" for b, r in fast["peak_by_batch"].items()
