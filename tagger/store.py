@@ -329,8 +329,7 @@ class StoreWriter:
         with Session(self._store.engine) as session, session.begin():
             rows = _Rows(session, ops)
             for op in ops:
-                if isinstance(op, Gone | Moved | Swept):
-                    session.flush()  # these update rows in bulk: in the database, not the session
+                if isinstance(op, Gone | Moved | Swept):  # bulk updates, after an autoflush
                     if isinstance(op, Gone):
                         session.execute(
                             update(File)

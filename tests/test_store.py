@@ -18,7 +18,7 @@ from sqlalchemy import inspect, text
 
 from tagger.batching import END, batches
 from tagger.errors import SchemaError
-from tagger.records import Decoded, FileInfo, Hashed, ModelId, Swept, Tag, utcnow
+from tagger.records import Decoded, FileInfo, Gone, Hashed, ModelId, Moved, Swept, Tag, utcnow
 from tagger.store import (
     Link,
     Store,
@@ -86,6 +86,55 @@ def test_links_to_content_still_being_tagged_wait_for_it(tmp_path: Path) -> None
     with sqlite3.connect(tmp_path / "w.db") as db:
         rows = db.execute("SELECT path, image_id FROM files ORDER BY path").fetchall()
     assert [r[0] for r in rows] == [first.file.path, twin.path] and rows[0][1] == rows[1][1]
+    store.close()
+
+
+def test_one_transaction_of_mixed_operations_reads_what_it_wrote(tmp_path: Path) -> None:
+    """The writer reads a group's rows up front; moves and deletes in the middle of the group
+    must still see the rows written before them, and the ones after must see theirs."""
+    store = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    model = ModelId("m", "0" * 64)
+
+    def file(name: str) -> FileInfo:
+        (tmp_path / name).write_bytes(b"photo")
+        return FileInfo(str(tmp_path / name), 5, 1)
+
+    def tagged(name: str, sha: str, label: str) -> Tagged:
+        decoded = Decoded(Hashed(file(name), sha * 32), np.zeros((2, 2, 3), np.uint8), 2, 2, "J")
+        return Tagged(decoded, [Tag(label, 1, 0.9, 1), Tag("x", 2, 0.1, 2)], model)
+
+    with StoreWriter(store) as writer:
+        writer.put(tagged("c.jpg", "cc", "old"))
+    with StoreWriter(store) as writer:
+        writer._write(  # one group, one transaction, whatever the queue's timing
+            [
+                tagged("a.jpg", "aa", "tabby"),
+                Link(file("b.jpg"), "aa" * 32),
+                tagged("c.jpg", "cc", "new"),  # a re-tag: the old ranks make way
+                Moved(str(tmp_path / "a.jpg"), str(tmp_path / "d.jpg")),
+                tagged("a.jpg", "ff", "new arrival"),  # the old path is another file now
+                Link(file("e.jpg"), "aa" * 32),
+                Gone(str(tmp_path / "b.jpg")),
+            ]
+        )
+    with sqlite3.connect(tmp_path / "w.db") as db:
+        files = db.execute(
+            "SELECT f.path, i.sha256, f.missing_since IS NOT NULL FROM files f"
+            " JOIN images i ON i.id = f.image_id ORDER BY f.path"
+        ).fetchall()
+        tags = db.execute(
+            "SELECT i.sha256, t.label FROM tags t JOIN images i ON i.id = t.image_id"
+            " WHERE t.rank = 1 ORDER BY i.sha256"
+        ).fetchall()
+    names = [(Path(p).name, sha[:2], missing) for p, sha, missing in files]
+    assert names == [
+        ("a.jpg", "ff", 0),
+        ("b.jpg", "aa", 1),
+        ("c.jpg", "cc", 0),
+        ("d.jpg", "aa", 0),
+        ("e.jpg", "aa", 0),
+    ]
+    assert tags == [("aa" * 32, "tabby"), ("cc" * 32, "new"), ("ff" * 32, "new arrival")]
     store.close()
 
 
