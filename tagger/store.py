@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 _BUSY_TIMEOUT_S = 30
 _MAX_RETRY_WAIT = 30.0  # seconds between tries while the database cannot be written
 _QUEUE_LIMIT = 4096  # operations waiting for the writer
+# How long the writer gathers operations into one transaction. A transaction costs ~4 ms
+# of CPU besides its rows: per batch of 4 images that was 2.2 ms an image, a tenth of all.
+_GATHER_S = 0.25
 _DB_MODE = 0o640
 
 
@@ -285,9 +288,10 @@ class StoreWriter:
     def _run(self) -> None:
         while True:
             ops = [self._queue.get()]
+            deadline = time.monotonic() + _GATHER_S
             while ops[-1] is not _STOP and len(ops) < self._group:
                 try:
-                    ops.append(self._queue.get_nowait())
+                    ops.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
             stop = ops[-1] is _STOP
