@@ -42,7 +42,9 @@ SUPPORTED: dict[RuntimeName, tuple[Precision, ...]] = {
     "openvino": ("fp32", "bf16", "int8"),
 }
 _EXTRA = {"torch": "torch", "onnxruntime": "tagger[onnx]", "openvino": "tagger[openvino]"}
-ARTEFACT_FORMAT = 1  # bump when the exported graph's inputs, outputs or layout change
+# Bump when the exported graph's inputs, outputs, layout or quantisation change.
+# 2: OpenVINO int8 quantised with NNCF instead of converted from ONNX Runtime's QDQ graph.
+ARTEFACT_FORMAT = 2
 
 
 class Classifier(Protocol):
@@ -120,18 +122,26 @@ def top_tags(
     return rules.apply(direct, scores.astype(np.float32))
 
 
-def installed(runtime: RuntimeName) -> bool:
-    """Whether the runtime's package is importable, without importing it."""
-    if runtime in sys.modules:  # None there means imports of it are blocked
-        return sys.modules[runtime] is not None
-    return importlib.util.find_spec(runtime) is not None
+def installed(module: str) -> bool:
+    """Whether a runtime's (or a tool's) package is importable, without importing it."""
+    if module in sys.modules:  # None there means imports of it are blocked
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def can_run(runtime: RuntimeName, precision: str) -> bool:
+    """Whether the runtime, and what its export at this precision needs, are installed.
+
+    OpenVINO's int8 is quantised by NNCF, which only the export child imports."""
+    needs_nncf = runtime == "openvino" and precision == "int8"
+    return installed(runtime) and (not needs_nncf or installed("nncf"))
 
 
 def choose(spec: ModelSpec, runtime: str, precision: str) -> Choice:
     """Resolve `auto` and refuse what cannot run here, with a one-line reason."""
     if runtime == "auto":
         candidates = [r for r in _BY_SPEED if precision == "auto" or precision in SUPPORTED[r]]
-        found = next((r for r in candidates if installed(r)), None)
+        found = next((r for r in candidates if can_run(r, precision)), None)
         if found is None:
             raise RuntimeUnavailable(
                 f"no installed runtime supports model.precision = {precision}:"
@@ -148,13 +158,18 @@ def choose(spec: ModelSpec, runtime: str, precision: str) -> Choice:
     else:
         raise RuntimeUnavailable(f"unknown runtime {runtime!r}; choose auto or one of {RUNTIMES}")
     if precision == "auto":
-        int8 = spec.int8_by_default and "int8" in SUPPORTED[chosen]
+        int8 = spec.int8_by_default and "int8" in SUPPORTED[chosen] and can_run(chosen, "int8")
         return Choice(chosen, "int8" if int8 else "fp32")
     if precision not in SUPPORTED[chosen]:
         able = [r for r in RUNTIMES if precision in SUPPORTED[r]]
         raise RuntimeUnavailable(
             f"model.precision = {precision} is not supported by model.runtime = {chosen};"
             f" use {' or '.join(able)}"
+        )
+    if not can_run(chosen, precision):
+        raise RuntimeUnavailable(
+            f"model.precision = {precision} on {chosen} needs NNCF to quantise the model:"
+            f" pip install 'tagger[openvino-int8]'"
         )
     return Choice(chosen, precision)
 
@@ -176,9 +191,10 @@ def prepare(spec: ModelSpec, weights: Path, choice: Choice, target: Path) -> Non
     )
     command = [sys.executable, "-m", "tagger.export", spec.name, str(weights)]
     command += [choice.runtime, choice.precision, str(target)]
-    # OpenVINO reads ONNX: reuse an exported (and calibrated) graph if there is one.
+    # OpenVINO reads ONNX: reuse an exported fp32 graph if there is one. Not for int8:
+    # OpenVINO's int8 is quantised by NNCF from fp32, not ONNX Runtime's QDQ graph.
     onnx = target.parent / target.name.replace("-openvino-", "-onnxruntime-") / "model.onnx"
-    if choice.runtime == "openvino" and onnx.is_file():
+    if choice.runtime == "openvino" and choice.precision == "fp32" and onnx.is_file():
         command.append(str(onnx))
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0 or not target.is_dir():

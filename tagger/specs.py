@@ -56,8 +56,9 @@ MODELS: dict[str, ModelSpec] = {
             geometry=Geometry(256, 224, Image.Resampling.BICUBIC),
             mean=_TF_NORM,  # the TF (x - 127) / 128 convention these weights were trained with
             std=_TF_NORM,
-            # Measured top-1 agreement with fp32 on real photos: 84% (OpenVINO), 64% (ONNX
-            # Runtime); too low to be the default (bench/agreement.py, docs/benchmarks.md).
+            # Measured top-1 agreement with fp32 on held-out real photos: 93% (OpenVINO, NNCF),
+            # 67% (ONNX Runtime); too low to be the default (bench/agreement.py,
+            # docs/benchmarks.md).
             int8_by_default=False,
             bundled_path=_lite0_path,
         ),

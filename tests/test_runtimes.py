@@ -20,7 +20,7 @@ from tagger.decode import decode
 from tagger.errors import RuntimeUnavailable, WeightsError
 from tagger.hashing import hash_file, stat_file
 from tagger.model import Classifier
-from tagger.runtimes import artefact_dir, choose, installed, load_classifier
+from tagger.runtimes import ARTEFACT_FORMAT, artefact_dir, choose, installed, load_classifier
 from tagger.specs import spec_for
 
 PHOTOS = Path(__file__).parent / "photos"
@@ -87,6 +87,54 @@ def test_onnx_fp32_gives_torchs_logits_and_int8_its_top1(classifier: Classifier)
     assert (quantised[coral] == reference.argmax(1)[coral]).all()
 
 
+def test_openvino_int8_is_quantised_by_nncf_from_fp32(classifier: Classifier) -> None:
+    import openvino as ov
+
+    from tagger.runtimes import OpenVinoClassifier
+
+    # ONNX Runtime's QDQ graph is exported first: OpenVINO must not convert it.
+    load_classifier("efficientnet_lite0", data_dir(), runtime="onnxruntime", precision="int8")
+    int8 = load_classifier("efficientnet_lite0", data_dir(), runtime="openvino", precision="int8")
+    assert isinstance(int8, OpenVinoClassifier)
+    folder = next((data_dir() / "artefacts").glob("efficientnet_lite0-*-openvino-int8-v*"))
+    ops = ov.Core().read_model(folder / "model.xml").get_ordered_ops()
+    assert not [op for op in ops if op.get_type_name() in ("QuantizeLinear", "DequantizeLinear")]
+    quantised = {
+        consumer.get_node().get_friendly_name()
+        for op in ops
+        if op.get_type_name() == "FakeQuantize"
+        for consumer in op.output(0).get_target_inputs()
+    }
+    fp32_layers = {"/conv_stem/Conv/WithoutBiases", "/classifier/Gemm/WithoutBiases"}
+    assert len(quantised) > 50 and not quantised & fp32_layers
+    batch = pixels(*sorted(p.name for p in PHOTOS.glob("*.jpg")))
+    top3 = np.argsort(-classifier.logits(batch).numpy(), axis=1)[:, :3]
+    assert all(best in row for best, row in zip(int8.logits(batch).argmax(1), top3, strict=True))
+
+
+def test_resnet18_int8_keeps_its_own_first_conv_and_classifier_in_fp32(tmp_path: Path) -> None:
+    """The layers left in fp32 are found by kind, not by EfficientNet's layer names."""
+    import openvino as ov
+    from torchvision.models import resnet18
+
+    weights = tmp_path / "resnet18-random.pth"
+    torch.manual_seed(0)
+    torch.save(resnet18(weights=None).state_dict(), weights)
+    model = load_classifier("resnet18", tmp_path, weights, runtime="openvino", precision="int8")
+    assert len(model.classify(pixels(*NAMED))) == 3
+    folder = next((tmp_path / "artefacts").glob("resnet18-*-openvino-int8-v*"))
+    ops = ov.Core().read_model(folder / "model.xml").get_ordered_ops()
+    quantised = {
+        consumer.get_node().get_type_name()
+        for op in ops
+        if op.get_type_name() == "FakeQuantize"
+        for consumer in op.output(0).get_target_inputs()
+    }
+    assert "Convolution" in quantised and "MatMul" not in quantised
+    first_conv = next(op for op in ops if op.get_type_name() == "Convolution")
+    assert all(i.get_node().get_type_name() != "FakeQuantize" for i in first_conv.input_values())
+
+
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_a_model_compiled_for_a_fixed_batch_takes_any_number_of_images(runtime: str) -> None:
     five = pixels(*NAMED, *NAMED[:2])
@@ -130,7 +178,7 @@ def test_auto_picks_int8_only_where_it_agrees_with_fp32() -> None:
     agreeing = replace(LITE0, int8_by_default=True)
     assert choose(agreeing, "auto", "auto").precision == "int8"
     assert choose(agreeing, "torch", "auto").precision == "fp32"
-    assert choose(LITE0, "auto", "auto").precision == "fp32"  # measured 84%: not the default
+    assert choose(LITE0, "auto", "auto").precision == "fp32"  # measured 93%: not the default
     assert choose(spec_for("resnet18"), "onnxruntime", "auto").precision == "fp32"
     assert choose(LITE0, "auto", "auto").runtime == "openvino"  # installed by the test extra
 
@@ -150,6 +198,18 @@ def test_unsupported_or_missing_runtime_is_one_clear_line(monkeypatch: pytest.Mo
         "model.runtime = openvino, but openvino is not installed: pip install 'tagger[openvino]'"
     )
     assert choose(LITE0, "auto", "auto").runtime == "onnxruntime"
+
+
+def test_openvino_int8_without_nncf_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "nncf", None)  # as if it were not installed
+    with pytest.raises(RuntimeUnavailable) as error:
+        choose(LITE0, "openvino", "int8")
+    assert str(error.value) == (
+        "model.precision = int8 on openvino needs NNCF to quantise the model:"
+        " pip install 'tagger[openvino-int8]'"
+    )
+    assert choose(LITE0, "auto", "int8") == choose(LITE0, "onnxruntime", "int8")
+    assert choose(replace(LITE0, int8_by_default=True), "openvino", "auto").precision == "fp32"
 
 
 def test_a_failed_export_says_why_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -191,4 +251,6 @@ def test_model_prepare_builds_the_artefact_before_any_scan(
         "efficientnet_lite0: ready on OnnxRuntimeClassifier"
         " (model.runtime = onnxruntime, model.precision = auto)\n"
     )
-    assert list((data_dir() / "artefacts").glob("efficientnet_lite0-*-onnxruntime-fp32-v1"))
+    assert list(
+        (data_dir() / "artefacts").glob(f"efficientnet_lite0-*-onnxruntime-fp32-v{ARTEFACT_FORMAT}")
+    )
