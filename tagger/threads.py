@@ -43,7 +43,7 @@ class Worker(threading.Thread):
 def fewer_malloc_arenas(arenas: int = 2) -> None:
     """Cap glibc's per-thread heaps. Each thread that allocates gets its own arena, which
     keeps what it freed; ours hand images from one to the next, so arenas only add up. Two
-    took `tagger watch`'s peak RSS from 247 to 236 MB, at the same speed (docs/benchmarks.md).
+    took `tagger watch`'s peak RSS from 253 to 241 MB, at the same speed (docs/benchmarks.md).
     Other C libraries (musl) have no such knob; there it does nothing."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).mallopt(-8, arenas)  # M_ARENA_MAX
