@@ -96,7 +96,7 @@ def failures(store: Store) -> list[Row]:
     statement = (
         select(File.path, func.coalesce(File.error, Image.error), File.last_seen)
         .outerjoin(Image, File.image_id == Image.id)
-        .where((File.error.is_not(None)) | (Image.status == ImageStatus.FAILED), PRESENT)
+        .where((File.error.is_not(None)) | (Image.error.is_not(None)), PRESENT)
         .order_by(File.path)
     )
     with store.session() as session:

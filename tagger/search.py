@@ -132,7 +132,7 @@ def mark_for_retag(store: Store, query: Query, min_score: float) -> int:
     chosen = matching_files(query, min_score).with_only_columns(Image.id.label("image_id"))
     with store.session() as session, session.begin():
         result = session.execute(
-            update(Image).where(Image.id.in_(chosen)).values(weights_sha256="")
+            update(Image).where(Image.id.in_(chosen)).values(weights_sha256="", error=None)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 

@@ -143,10 +143,12 @@ class FileState:
 class ImageState:
     status: str
     model: ModelId | None
+    error: str | None = None
 
     def current(self, model: ModelId) -> bool:
-        """True when nothing is left to do: tagged by this model, or known bad content."""
-        return self.status == ImageStatus.FAILED or self.model == model
+        """True when nothing is left to do: tagged by this model, known bad content, or
+        tagged before but unreadable now (kept as it was until `tagger retag`)."""
+        return self.status == ImageStatus.FAILED or self.model == model or self.error is not None
 
 
 class Store:
@@ -204,11 +206,13 @@ class Store:
         self.engine.dispose()
 
 
-_IMAGE_STATE = (Image.status, Image.model, Image.weights_sha256)
+_IMAGE_STATE = (Image.status, Image.model, Image.weights_sha256, Image.error)
 
 
-def _image_state(status: str, model: str | None, weights_sha256: str | None) -> ImageState:
-    return ImageState(status, ModelId(model, weights_sha256 or "") if model else None)
+def _image_state(
+    status: str, model: str | None, weights_sha256: str | None, error: str | None
+) -> ImageState:
+    return ImageState(status, ModelId(model, weights_sha256 or "") if model else None, error)
 
 
 # What the pipeline asks the writer to record.
@@ -378,10 +382,17 @@ class StoreWriter:
             if os.path.lexists(op.file.path):  # not a row for a file already gone
                 _upsert_file(rows, op.file, None, now, error=op.reason)
         elif isinstance(op, Failure) and op.sha256 is not None:
-            image = self._upsert_image(session, rows, op.sha256, op.file.size, now)
-            image.status, image.error = ImageStatus.FAILED, op.reason
-            image.tags = []
-            self._link_all(rows, image, op.file, now)
+            known = rows.image(op.sha256)
+            if known is not None and known.status == ImageStatus.TAGGED:
+                # Tags an earlier model gave are kept: a re-read that fails now (a lower
+                # scan.max_pixels, another Pillow) must not erase them. The error says why
+                # they are old, and stops rescans from reading the file again.
+                known.error = f"{op.reason} (kept the tags {known.model} gave before)"
+            else:
+                known = self._upsert_image(session, rows, op.sha256, op.file.size, now)
+                known.status, known.error = ImageStatus.FAILED, op.reason
+                known.tags = []
+            self._link_all(rows, known, op.file, now)
         elif isinstance(op, Failure):
             _upsert_file(rows, op.file, None, now, error=op.reason)
         elif isinstance(op, Link):

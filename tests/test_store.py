@@ -18,7 +18,21 @@ from sqlalchemy import inspect, text
 
 from tagger.batching import END, batches
 from tagger.errors import SchemaError
-from tagger.records import Decoded, FileInfo, Gone, Hashed, ModelId, Moved, Swept, Tag, utcnow
+from tagger.query import failures
+from tagger.querylang import parse
+from tagger.records import (
+    Decoded,
+    Failure,
+    FileInfo,
+    Gone,
+    Hashed,
+    ModelId,
+    Moved,
+    Swept,
+    Tag,
+    utcnow,
+)
+from tagger.search import mark_for_retag
 from tagger.store import (
     Link,
     Store,
@@ -135,6 +149,34 @@ def test_one_transaction_of_mixed_operations_reads_what_it_wrote(tmp_path: Path)
         ("e.jpg", "aa", 0),
     ]
     assert tags == [("aa" * 32, "tabby"), ("cc" * 32, "new"), ("ff" * 32, "new arrival")]
+    store.close()
+
+
+def test_a_failed_re_read_keeps_the_tags_an_earlier_model_gave(tmp_path: Path) -> None:
+    """Re-tagging with a new model decodes again; if that fails (a lower scan.max_pixels,
+    another Pillow), the old tags stay: nothing stored is lost."""
+    store = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"photo")
+    hashed = Hashed(FileInfo(str(photo), 5, 1), "ab" * 32)
+    decoded = Decoded(hashed, np.zeros((2, 2, 3), np.uint8), 2, 2, "JPEG")
+    with StoreWriter(store) as writer:
+        writer.put(Tagged(decoded, [Tag("tabby", 281, 0.9, 1)], ModelId("old", "0" * 64)))
+    with StoreWriter(store) as writer:
+        writer.put(Failure(hashed.file, "too many pixels", sha256=hashed.sha256))
+    with sqlite3.connect(tmp_path / "w.db") as db:
+        rows = db.execute(
+            "SELECT i.status, i.model, t.label, f.path FROM images i"
+            " JOIN tags t ON t.image_id = i.id JOIN files f ON f.image_id = i.id"
+        ).fetchall()
+    assert rows == [("tagged", "old", "tabby", str(photo))]
+    # Listed as an error, and not read again by every rescan until `tagger retag`.
+    assert failures(store)[0]["reason"] == "too many pixels (kept the tags old gave before)"
+    state = store.image_state(hashed.sha256)
+    assert state is not None and state.current(ModelId("new", "1" * 64))
+    assert mark_for_retag(store, parse([]), 0.0) == 1
+    state = store.image_state(hashed.sha256)
+    assert state is not None and not state.current(ModelId("new", "1" * 64))
     store.close()
 
 
