@@ -153,7 +153,8 @@ class Daemon:
         self.handler = Handler(capacity=4 * settings.watch.max_pending)
         self.observers = Observers(settings.watch, self.handler)
         self._tries: dict[str, int] = {}  # unreadable files: attempts so far
-        self._retries: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
+        # Paths to settle, from other threads: retries, and files a rescan found being written.
+        self._later: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
 
     def run(self, stop: threading.Event) -> Summary:
         """Watch until `stop` is set; raises what stopped the pipeline, if anything did."""
@@ -230,11 +231,15 @@ class Daemon:
     def _rescan(self, stop: threading.Event) -> Worker:
         roots, photo_filter = self._roots, self._filter
         follow = self._settings.scan.follow_symlinks
+        delay = self._settings.watch.stability_delay
 
         def feed() -> None:
             for item in walk_and_sweep(roots, photo_filter, follow):
                 if stop.is_set():
                     return
+                if isinstance(item, Path) and _being_written(item, delay):
+                    self._later.put((str(item), delay))  # read once it has settled
+                    continue
                 self.intake.put(item, stop)
 
         return Worker("tagger-rescan", feed, halt=stop)
@@ -243,10 +248,11 @@ class Daemon:
         """Turn queued events into settling files, moves and removals; schedule retries."""
         while True:
             try:
-                path, delay = self._retries.get_nowait()
+                path, delay = self._later.get_nowait()
             except queue.Empty:
                 break
-            self.settler.touch(path, delay=delay)
+            if not self.settler.touch(path, delay=delay) and not self.intake.offer(Path(path)):
+                self.handler.overflowed = True  # a flood: the next rescan takes it
         while True:
             try:
                 event = self.handler.events.get_nowait()
@@ -285,7 +291,7 @@ class Daemon:
         if outcome is Outcome.UNREADABLE:
             if tries <= MAX_TRIES:
                 self._tries[path] = tries
-                self._retries.put((path, self._settings.watch.stability_delay * 3**tries))
+                self._later.put((path, self._settings.watch.stability_delay * 3**tries))
             else:
                 log.warning(
                     "gave up on %s after %d tries; it is tried again when it changes or at "
@@ -342,3 +348,14 @@ class Daemon:
 
 def _text(path: str | bytes) -> str:
     return os.fsdecode(path)
+
+
+def _being_written(path: Path, delay: float) -> bool:
+    """Changed within the last `delay` seconds, by its inode change time: a copy in progress
+    that a rescan must not read half-written. ctime, not mtime, which `cp -p` and rsync set
+    to the camera's clock; a ctime in the future (a skewed NFS server) does not count."""
+    try:
+        age = time.time() - path.lstat().st_ctime
+    except OSError:
+        return False  # the pipeline says what is wrong with it
+    return 0 <= age < delay

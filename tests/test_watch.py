@@ -336,6 +336,20 @@ def test_the_periodic_rescan_catches_what_the_observer_missed(harness: Harness) 
     harness.wait_tagged(harness.uploads / "missed.jpg", "hotdog")
 
 
+def test_a_rescan_leaves_a_file_being_written_to_its_settle(harness: Harness) -> None:
+    # Only rescans look here, every 0.2 s, while a copy takes a second: none may read it
+    # half-written (which would record the partial content as a damaged image).
+    harness.start(observer="polling", poll_interval=3600, rescan_interval=0.2, stability_delay=1.5)
+    photo, data = harness.uploads / "slow.jpg", HOTDOG.read_bytes()
+    with photo.open("wb") as out:
+        for start in range(0, len(data), len(data) // 5):
+            out.write(data[start : start + len(data) // 5])
+            out.flush()
+            time.sleep(0.25)
+    harness.wait_tagged(photo, "hotdog")
+    assert harness.rows("select count(*) from images where status = 'failed'") == [(0,)]
+
+
 class FullInotify(Observer):  # type: ignore[misc,valid-type]
     """inotify as it behaves when fs.inotify.max_user_watches is used up (watchdog's error)."""
 
@@ -515,11 +529,11 @@ def test_unreadable_files_are_retried_with_backoff_then_left_alone(
     delays = []
     for _ in range(MAX_TRIES + 1):
         daemon._done(target, Outcome.UNREADABLE)
-        while not daemon._retries.empty():
-            delays.append(daemon._retries.get()[1])
+        while not daemon._later.empty():
+            delays.append(daemon._later.get()[1])
     assert len(delays) == MAX_TRIES
     assert all(later == pytest.approx(3 * earlier) for earlier, later in pairwise(delays))
     assert f"gave up on {target} after {MAX_TRIES} tries" in caplog.text
     daemon._done(target, Outcome.NEW)  # success forgets the count
     daemon._done(target, Outcome.UNREADABLE)
-    assert daemon._retries.get()[1] == delays[0]
+    assert daemon._later.get()[1] == delays[0]
