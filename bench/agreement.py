@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from tagger.model import Classifier
+from tagger.model import TorchClassifier
 from tagger.runtimes import load_classifier
 from tagger.specs import spec_for
 
@@ -97,7 +97,7 @@ def main() -> None:
     }
     print(f"held-out: {len(held_out)} photos, {len(groups['held-out'])} crops")
     print(f"calibration photos: {len(calibration)} photos, {len(groups['calibration'])} crops")
-    torch_fp32 = Classifier.load(spec.name, Path("."))
+    torch_fp32 = TorchClassifier.load(spec.name, Path("."))
     best = {name: torch_fp32.logits(batch).numpy().argmax(1) for name, batch in groups.items()}
     with tempfile.TemporaryDirectory() as data_dir:
         for runtime, precision in [

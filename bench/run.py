@@ -54,9 +54,9 @@ def naive(paths: list[Path], model: str, weights: Path | None) -> float:
     import torch
     from torchvision import transforms
 
-    from tagger.model import Classifier
+    from tagger.model import TorchClassifier
 
-    classifier = Classifier.load(model, Path("."), weights)
+    classifier = TorchClassifier.load(model, Path("."), weights)
     module = classifier._module  # the same weights, called the tutorial way
     prep = transforms.Compose([
         transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),

@@ -679,7 +679,8 @@ def model_fetch(app: App, name: str) -> None:
     This is the only command that uses the network. The default model needs nothing:
     its weights are installed with tagger.
     """
-    from tagger.model import fetch, spec_for
+    from tagger.model import fetch
+    from tagger.specs import spec_for
 
     spec = spec_for(name)
     path = fetch(name, app.settings().data_dir)

@@ -17,9 +17,7 @@ from tagger.hierarchy import LabelRules
 from tagger.labels import imagenet_labels
 from tagger.records import ModelId, Tag
 from tagger.runtimes import TOP_K, normalise, top_tags
-from tagger.specs import MODELS, ModelSpec, checked_weights, sha256_of, spec_for, weights_file
-
-__all__ = ["MODELS", "TOP_K", "Classifier", "TorchClassifier", "fetch", "sha256_of", "spec_for"]
+from tagger.specs import ModelSpec, checked_weights, spec_for, weights_file
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +150,3 @@ class TorchClassifier:
     def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
         """The `top_k` labels with softmax confidences for each image of the batch."""
         return top_tags(self.logits(pixels).numpy(), self.labels, self.label_rules, top_k)
-
-
-Classifier = TorchClassifier  # the name bench/ and older callers use

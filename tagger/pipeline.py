@@ -146,15 +146,15 @@ class Pipeline:
                 continue
             known = self._store.image_state(hashed.sha256)
             with self._lock:
-                in_flight_already = hashed.sha256 in recent
-            if in_flight_already or (known is not None and known.current(model)):
+                duplicate = hashed.sha256 in recent or (known is not None and known.current(model))
+                if not duplicate:
+                    recent[hashed.sha256] = None
+                    if len(recent) > _RECENT:
+                        del recent[next(iter(recent))]
+            if duplicate:
                 writer.put(Link(hashed.file, hashed.sha256))
                 self._done(file.path, Outcome.DUPLICATE)
                 continue
-            with self._lock:
-                recent[hashed.sha256] = None
-                if len(recent) > _RECENT:
-                    del recent[next(iter(recent))]
             while not in_flight.acquire(timeout=0.5):
                 inference.check()
             future = pool.submit(_decode_or_fail, hashed, geometry, max_pixels)

@@ -246,7 +246,27 @@ def _load(
     return OpenVinoClassifier(spec, model_id, folder, threads, choice.precision, batch_size)
 
 
-class OnnxRuntimeClassifier:
+class _Exported:
+    """What both exported runtimes share: a model compiled for `batch_size` images, fed in
+    fixed batches by `logits`, and the post-processing every runtime shares."""
+
+    def __init__(self, spec: ModelSpec, model_id: ModelId, batch_size: int) -> None:
+        self.spec, self.id, self.labels = spec, model_id, imagenet_labels()
+        self.label_rules = LabelRules()  # the `[labels]` settings; load_classifier sets them
+        self.batch_size = batch_size
+
+    def _run(self, batch: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.float32]:
+        """The logits of one full batch, `count` of whose images are real."""
+        raise NotImplementedError
+
+    def logits(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        return in_fixed_batches(self._run, pixels, self.spec, self.batch_size)
+
+    def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
+        return top_tags(self.logits(pixels), self.labels, self.label_rules, top_k)
+
+
+class OnnxRuntimeClassifier(_Exported):
     """An exported ONNX graph (fp32, or int8 with QDQ nodes) on ONNX Runtime's CPU provider."""
 
     def __init__(
@@ -254,9 +274,7 @@ class OnnxRuntimeClassifier:
     ) -> None:
         import onnxruntime as ort
 
-        self.spec, self.id, self.labels = spec, model_id, imagenet_labels()
-        self.label_rules = LabelRules()  # the `[labels]` settings; load_classifier sets them
-        self.batch_size = batch_size
+        super().__init__(spec, model_id, batch_size)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or cores()
         options.add_free_dimension_override_by_name("batch", batch_size)
@@ -271,18 +289,12 @@ class OnnxRuntimeClassifier:
             raise WeightsError(f"cannot load {path} ({exc}); delete {folder} to rebuild") from None
         log.info("loaded %s on onnxruntime from %s", spec.name, folder)
 
-    def logits(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        return in_fixed_batches(self._run, pixels, self.spec, self.batch_size)
-
-    def _run(self, batch: npt.NDArray[np.float32], _count: int) -> npt.NDArray[np.float32]:
+    def _run(self, batch: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.float32]:
         out: npt.NDArray[np.float32] = self._session.run(["logits"], {"pixels": batch})[0]
         return out
 
-    def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
-        return top_tags(self.logits(pixels), self.labels, self.label_rules, top_k)
 
-
-class OpenVinoClassifier:
+class OpenVinoClassifier(_Exported):
     """An OpenVINO IR (fp32 or int8) compiled for the CPU; bf16 where the CPU has it."""
 
     def __init__(
@@ -296,8 +308,6 @@ class OpenVinoClassifier:
     ) -> None:
         import openvino as ov
 
-        self.spec, self.id, self.labels = spec, model_id, imagenet_labels()
-        self.label_rules = LabelRules()  # the `[labels]` settings; load_classifier sets them
         core = ov.Core()
         if precision == "bf16" and "BF16" not in core.get_property(
             "CPU", "OPTIMIZATION_CAPABILITIES"
@@ -308,7 +318,7 @@ class OpenVinoClassifier:
         # at a barrier for a thread the decoders have preempted (see docs/benchmarks.md).
         streams = max(1, min(threads, batch_size))
         self._share = -(-batch_size // streams)
-        self.batch_size = self._share * streams
+        super().__init__(spec, model_id, self._share * streams)
         config: dict[str, Any] = {
             # OpenVINO would silently run fp32 models in bf16 on CPUs that have it.
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
@@ -326,9 +336,6 @@ class OpenVinoClassifier:
         self._requests = [compiled.create_infer_request() for _ in range(streams)]
         log.info("loaded %s on openvino from %s", spec.name, folder)
 
-    def logits(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        return in_fixed_batches(self._run, pixels, self.spec, self.batch_size)
-
     def _run(self, batch: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.float32]:
         share = self._share
         busy = self._requests[: -(-count // share)]  # a lone photo wakes one stream, not all
@@ -337,6 +344,3 @@ class OpenVinoClassifier:
         for request in busy:
             request.wait()
         return np.concatenate([np.array(r.get_output_tensor(0).data) for r in busy])
-
-    def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
-        return top_tags(self.logits(pixels), self.labels, self.label_rules, top_k)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tagger.cli import main
-from tagger.model import Classifier
+from tagger.model import TorchClassifier
 
 PHOTOS = Path(__file__).parent / "photos"
 
@@ -48,9 +48,9 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, artefa
 
 
 @pytest.fixture(scope="session")
-def classifier() -> Classifier:
+def classifier() -> TorchClassifier:
     """The real default model with its bundled weights."""
-    return Classifier.load("efficientnet_lite0", Path("/nonexistent"))
+    return TorchClassifier.load("efficientnet_lite0", Path("/nonexistent"))
 
 
 @pytest.fixture

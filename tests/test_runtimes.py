@@ -19,7 +19,7 @@ from conftest import Result
 from tagger.decode import decode
 from tagger.errors import RuntimeUnavailable, WeightsError
 from tagger.hashing import hash_file, stat_file
-from tagger.model import Classifier
+from tagger.model import TorchClassifier
 from tagger.runtimes import ARTEFACT_FORMAT, artefact_dir, choose, installed, load_classifier
 from tagger.specs import spec_for
 
@@ -62,10 +62,10 @@ def test_every_runtime_names_what_is_in_the_photos(runtime: str, precision: str)
     top1 = [tags[0].label for tags in model.classify(pixels(*NAMED))]
     assert top1[0] in {"Egyptian cat", "tabby", "tiger cat"}
     assert top1[1:] == ["hotdog", "macaw"]
-    assert model.id == Classifier.load("efficientnet_lite0", data_dir()).id
+    assert model.id == TorchClassifier.load("efficientnet_lite0", data_dir()).id
 
 
-def test_onnx_fp32_gives_torchs_logits_and_int8_its_top1(classifier: Classifier) -> None:
+def test_onnx_fp32_gives_torchs_logits_and_int8_its_top1(classifier: TorchClassifier) -> None:
     from tagger.runtimes import OnnxRuntimeClassifier
 
     batch = pixels(*sorted(p.name for p in PHOTOS.glob("*.jpg")))
@@ -87,7 +87,7 @@ def test_onnx_fp32_gives_torchs_logits_and_int8_its_top1(classifier: Classifier)
     assert (quantised[coral] == reference.argmax(1)[coral]).all()
 
 
-def test_openvino_int8_is_quantised_by_nncf_from_fp32(classifier: Classifier) -> None:
+def test_openvino_int8_is_quantised_by_nncf_from_fp32(classifier: TorchClassifier) -> None:
     import openvino as ov
 
     from tagger.runtimes import OpenVinoClassifier

@@ -21,7 +21,7 @@ from watchdog.observers import Observer
 from tagger.config import Settings
 from tagger.daemon import Daemon
 from tagger.errors import TaggerError
-from tagger.model import Classifier
+from tagger.model import TorchClassifier
 from tagger.observe import Observers, mount_of, remote
 from tagger.records import Outcome
 from tagger.store import Store
@@ -43,7 +43,7 @@ def wait_for(condition: Callable[[], object], timeout: float = 30, what: str = "
 class Counting:
     """The real classifier, counting the images it is asked to classify."""
 
-    def __init__(self, inner: Classifier) -> None:
+    def __init__(self, inner: TorchClassifier) -> None:
         self.inner, self.id, self.spec = inner, inner.id, inner.spec
         self.images = 0
 
@@ -65,7 +65,7 @@ class Running:
 class Harness:
     """Starts daemons on `uploads`, all writing to one database file."""
 
-    def __init__(self, tmp_path: Path, classifier: Classifier) -> None:
+    def __init__(self, tmp_path: Path, classifier: TorchClassifier) -> None:
         self.uploads = tmp_path / "uploads"
         self.uploads.mkdir()
         self.db = tmp_path / "tagger.db"
@@ -121,7 +121,7 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path: Path, classifier: Classifier) -> Iterator[Harness]:
+def harness(tmp_path: Path, classifier: TorchClassifier) -> Iterator[Harness]:
     harness = Harness(tmp_path, classifier)
     yield harness
     for running in harness.running:
