@@ -3,7 +3,7 @@
 #
 #   docker build -t tagger .                          # bundled EfficientNet-Lite0 weights
 #   docker build -t tagger --build-arg MODEL=resnet18 .   # bake TorchVision ResNet-18 in
-#   docker run -d --name tagger --user 1026:100 \
+#   docker run -d --name tagger --user 1026:100 --network none \
 #     -v /volume1/photos:/app/uploads:ro -v /volume1/docker/tagger:/data tagger
 #   docker exec tagger tagger query --label cat
 
