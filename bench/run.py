@@ -1,7 +1,7 @@
 """Benchmark: tagger's scan pipeline against the usual tutorial loop, in one interleaved run.
 
     python bench/run.py [--images 48] [--rounds 2] [--runtime auto] [--precision auto]
-                        [--batch-size 4] [--model efficientnet_lite0 | --model resnet18]
+                        [--batch-size 0] [--model efficientnet_lite0 | --model resnet18]
 
 Makes photo-like files (real photos from tests/photos scaled to 1600x1200 and 4000x3000
 JPEGs, plus 1600x1200 PNGs, each with a little noise so every file is distinct content),
@@ -110,7 +110,7 @@ def tagger_child(args: argparse.Namespace) -> dict[str, Any]:
     inference = [0.0, 0]
 
     class Timed:
-        spec, id = model.spec, model.id
+        spec, id, batch_size = model.spec, model.id, model.batch_size
 
         def classify(self, pixels: Any, top_k: int = 5) -> Any:
             start = time.perf_counter()
@@ -151,7 +151,7 @@ def tagger_child(args: argparse.Namespace) -> dict[str, Any]:
         "busy": sum(cpu.seconds.values()) / wall / len(os.sched_getaffinity(0)),
         "rss_mb": rss,
         "torch": "torch" in sys.modules,
-        "runtime": type(model).__name__,
+        "runtime": f"{type(model).__name__}, batch {Timed.batch_size}",
         "hash_ms": (t1 - t0) / len(sample) * 1000,
         "decode_ms": (t2 - t1) / len(sample) * 1000,
         "in_pipeline_rate": inference[1] / inference[0],
@@ -232,7 +232,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=0, help="0: as tagger picks")
     parser.add_argument(
         "--model", default="efficientnet_lite0", choices=("efficientnet_lite0", "resnet18")
     )

@@ -75,9 +75,10 @@ class ModelSettings(_Section):
 
 
 class BatchSettings(_Section):
-    # 4 was the fastest per image on OpenVINO and ONNX Runtime, and the least memory
-    # (docs/benchmarks.md); larger batches only grow the activation buffers.
-    size: int = Field(default=4, ge=1, le=256, description="images per forward pass")
+    # 0: the model's runtime and precision pick it (runtimes.BEST_BATCH, docs/benchmarks.md).
+    size: int = Field(
+        default=0, ge=0, le=256, description="images per forward pass; 0 = 4, or 8 for int8"
+    )
     max_wait: float = Field(
         default=2.0, gt=0, description="seconds a partial batch waits for more images"
     )

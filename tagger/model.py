@@ -114,10 +114,16 @@ class TorchClassifier:
     """A model with its weights loaded once into torch, ready for batches of decoded images."""
 
     def __init__(
-        self, spec: ModelSpec, module: nn.Module, weights_sha256: str, precision: str = "fp32"
+        self,
+        spec: ModelSpec,
+        module: nn.Module,
+        weights_sha256: str,
+        precision: str = "fp32",
+        batch_size: int = 4,
     ) -> None:
         self.spec = spec
         self.id = ModelId(spec.name, weights_sha256)
+        self.batch_size = batch_size
         self.labels = imagenet_labels()
         self.label_rules = LabelRules()  # the `[labels]` settings; load_classifier sets them
         self._dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -131,6 +137,7 @@ class TorchClassifier:
         weights_path: Path | None = None,
         threads: int = 0,
         precision: str = "fp32",
+        batch_size: int = 4,
     ) -> TorchClassifier:
         if threads:
             torch.set_num_threads(threads)
@@ -138,7 +145,7 @@ class TorchClassifier:
         path, digest = checked_weights(spec, data_dir, weights_path)
         module = load_module(spec, path)
         log.info("loaded %s from %s (sha256 %s)", spec.name, path, digest[:12])
-        return cls(spec, module, digest, precision)
+        return cls(spec, module, digest, precision, batch_size)
 
     def logits(self, pixels: npt.NDArray[np.uint8]) -> torch.Tensor:
         """Raw scores for a batch of HxWx3 uint8 images (N, 1000)."""

@@ -72,7 +72,8 @@ class Pipeline:
         self._summary = Summary()
         workers = self._settings.scan.decode_workers
         # Bounds the images decoded but not yet classified, whatever the size of the input.
-        in_flight = threading.BoundedSemaphore(2 * self._settings.batch.size + workers)
+        size = self._classifier.batch_size
+        in_flight = threading.BoundedSemaphore(2 * size + workers)
         decoded: queue.Queue[Decoded | Failure | EndOfInput] = queue.Queue()
         with (
             StoreWriter(self._store, stop=stop) as writer,
@@ -168,9 +169,9 @@ class Pipeline:
         stop: threading.Event,
     ) -> None:
         """Batch decoded images, run the model, and pass results and failures to the writer."""
-        settings = self._settings.batch
+        size, max_wait = self._classifier.batch_size, self._settings.batch.max_wait
         batch: list[Decoded | Failure]
-        for batch in batches(decoded, settings.size, settings.max_wait):
+        for batch in batches(decoded, size, max_wait):
             images = [item for item in batch if isinstance(item, Decoded)]
             for failure in (item for item in batch if isinstance(item, Failure)):
                 self._fail(writer, failure)

@@ -38,10 +38,10 @@ def test_default_database_is_in_the_user_data_directory(tmp_path: Path) -> None:
 
 def test_config_from_env_var_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file = tmp_path / "c.toml"
-    file.write_text("[batch]\nsize = 0\n")
+    file.write_text("[batch]\nsize = -1\n")
     monkeypatch.setenv("TAGGER_CONFIG", str(file))
     with pytest.raises(
-        ConfigError, match=r"batch.size: Input should be greater than or equal to 1"
+        ConfigError, match=r"batch.size: Input should be greater than or equal to 0"
     ):
         load_settings()
     file.write_text("[batch\n")

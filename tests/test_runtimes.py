@@ -16,12 +16,16 @@ import pytest
 import torch
 from conftest import Result
 
+from tagger.config import load_settings
 from tagger.decode import decode
 from tagger.errors import RuntimeUnavailable, WeightsError
 from tagger.hashing import hash_file, stat_file
 from tagger.model import TorchClassifier
+from tagger.pipeline import Pipeline
+from tagger.records import Tag
 from tagger.runtimes import ARTEFACT_FORMAT, artefact_dir, choose, installed, load_classifier
 from tagger.specs import spec_for
+from tagger.store import Store
 
 PHOTOS = Path(__file__).parent / "photos"
 LITE0 = spec_for("efficientnet_lite0")
@@ -146,6 +150,34 @@ def test_a_model_compiled_for_a_fixed_batch_takes_any_number_of_images(runtime: 
     assert together.shape == (5, 1000)
     assert np.abs(together - alone).max() < 1e-4
     assert [tags[0].label for tags in model.classify(five)][1:3] == ["hotdog", "macaw"]
+
+
+def test_batch_size_0_gathers_the_fastest_batch_for_the_precision(
+    photo_dir: Path, tmp_path: Path
+) -> None:
+    """The default `batch.size = 0`: batches of 4 in fp32, of 8 in int8 (which at 4 ran at
+    73-88% of its peak; docs/benchmarks.md). A size the user sets is kept."""
+    fp32 = load_classifier("efficientnet_lite0", data_dir(), runtime="openvino", precision="fp32")
+    int8 = load_classifier("efficientnet_lite0", data_dir(), runtime="openvino", precision="int8")
+    torch_fp32 = load_classifier("efficientnet_lite0", data_dir(), runtime="torch")
+    assert (fp32.batch_size, int8.batch_size, torch_fp32.batch_size) == (4, 8, 4)
+    asked = load_classifier("efficientnet_lite0", data_dir(), runtime="onnxruntime", batch_size=3)
+    assert asked.batch_size == 3
+
+    sizes: list[int] = []
+
+    class Recording:
+        spec, id, batch_size, label_rules = int8.spec, int8.id, int8.batch_size, int8.label_rules
+
+        def classify(self, pixels: np.ndarray) -> list[list[Tag]]:
+            sizes.append(len(pixels))
+            return int8.classify(pixels)
+
+    settings = load_settings(db=str(tmp_path / "t.db"), batch={"max_wait": 60})
+    assert settings.batch.size == 0
+    photos = sorted(photo_dir.iterdir())
+    Pipeline(settings, Store(settings.db_url), Recording()).run(photos)
+    assert sizes == [8, len(photos) - 8]  # the last, partial batch leaves at the end
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])

@@ -45,6 +45,7 @@ class Counting:
 
     def __init__(self, inner: TorchClassifier) -> None:
         self.inner, self.id, self.spec = inner, inner.id, inner.spec
+        self.batch_size = inner.batch_size
         self.images = 0
 
     def classify(self, pixels: np.ndarray) -> Any:
