@@ -172,7 +172,18 @@ def choose(spec: ModelSpec, runtime: str, precision: str) -> Choice:
             f"model.precision = {precision} on {chosen} needs NNCF to quantise the model:"
             f" pip install 'tagger[openvino-int8]'"
         )
+    if chosen == "openvino" and precision == "bf16" and not cpu_has_bf16():
+        raise RuntimeUnavailable(
+            "model.precision = bf16, but this CPU has no bf16 support; use fp32 or int8"
+        )
     return Choice(chosen, precision)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO can run bf16 on this CPU (AVX-512 BF16 or AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 # `batch.size = 0`: the fastest per image on a 2-core CPU, end to end (docs/benchmarks.md).
@@ -248,9 +259,11 @@ def _load(
             name, data_dir, weights_path, threads, choice.precision, batch_size
         )
     weights, digest = checked_weights(spec, data_dir, weights_path)
-    folder = artefact_dir(data_dir, spec, digest, choice)
+    # OpenVINO's bf16 is a hint when compiling the fp32 graph: both use one artefact.
+    exported = Choice("openvino", "fp32") if choice == Choice("openvino", "bf16") else choice
+    folder = artefact_dir(data_dir, spec, digest, exported)
     if not folder.is_dir():
-        prepare(spec, weights, choice, folder)
+        prepare(spec, weights, exported, folder)
     model_id = ModelId(spec.name, digest)
     if choice.runtime == "onnxruntime":
         return OnnxRuntimeClassifier(spec, model_id, folder, threads, batch_size)
@@ -320,10 +333,6 @@ class OpenVinoClassifier(_Exported):
         import openvino as ov
 
         core = ov.Core()
-        if precision == "bf16" and "BF16" not in core.get_property(
-            "CPU", "OPTIMIZATION_CAPABILITIES"
-        ):
-            raise RuntimeUnavailable("model.precision = bf16, but this CPU has no bf16 support")
         threads = threads or cores()
         # One single-threaded stream per core, each on its share of the batch: nothing waits
         # at a barrier for a thread the decoders have preempted (see docs/benchmarks.md).

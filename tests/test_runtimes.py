@@ -23,7 +23,14 @@ from tagger.hashing import hash_file, stat_file
 from tagger.model import TorchClassifier
 from tagger.pipeline import Pipeline
 from tagger.records import Tag
-from tagger.runtimes import ARTEFACT_FORMAT, artefact_dir, choose, installed, load_classifier
+from tagger.runtimes import (
+    ARTEFACT_FORMAT,
+    artefact_dir,
+    choose,
+    cpu_has_bf16,
+    installed,
+    load_classifier,
+)
 from tagger.specs import spec_for
 from tagger.store import Store
 
@@ -42,12 +49,6 @@ def data_dir() -> Path:
     return Path(os.environ["XDG_DATA_HOME"]) / "tagger"
 
 
-def has_bf16() -> bool:
-    import openvino as ov
-
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
 @pytest.mark.parametrize(
     ("runtime", "precision"),
     [
@@ -60,7 +61,7 @@ def has_bf16() -> bool:
     ],
 )
 def test_every_runtime_names_what_is_in_the_photos(runtime: str, precision: str) -> None:
-    if precision == "bf16" and runtime == "openvino" and not has_bf16():
+    if precision == "bf16" and runtime == "openvino" and not cpu_has_bf16():
         pytest.skip("this CPU has no bf16")
     model = load_classifier("efficientnet_lite0", data_dir(), runtime=runtime, precision=precision)
     top1 = [tags[0].label for tags in model.classify(pixels(*NAMED))]
@@ -236,6 +237,28 @@ def test_unsupported_or_missing_runtime_is_one_clear_line(monkeypatch: pytest.Mo
         "model.runtime = openvino, but openvino is not installed: pip install 'tagger[openvino]'"
     )
     assert choose(LITE0, "auto", "auto").runtime == "onnxruntime"
+
+
+def test_openvino_bf16_shares_the_fp32_artefact_and_is_refused_before_any_export(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    artefacts = data_dir() / "artefacts"
+    if cpu_has_bf16():
+        load_classifier("efficientnet_lite0", data_dir(), runtime="openvino", precision="fp32")
+        before = sorted(artefacts.iterdir())
+        bf16 = load_classifier(
+            "efficientnet_lite0", data_dir(), runtime="openvino", precision="bf16"
+        )
+        assert bf16.classify(pixels("coral_parrot.jpg"))[0][0].label == "macaw"
+        assert sorted(artefacts.iterdir()) == before  # no second copy of the same graph
+    monkeypatch.setattr("tagger.runtimes.cpu_has_bf16", lambda: False)
+    fresh = data_dir().parent / "elsewhere"
+    with pytest.raises(RuntimeUnavailable) as error:
+        load_classifier("efficientnet_lite0", fresh, runtime="openvino", precision="bf16")
+    assert str(error.value) == (
+        "model.precision = bf16, but this CPU has no bf16 support; use fp32 or int8"
+    )
+    assert not fresh.exists()  # refused before a minute of exporting, not after
 
 
 def test_openvino_int8_without_nncf_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
