@@ -8,7 +8,8 @@ on those, so only the held-out photos say how int8 does on a user's pictures.
 
 Each photo is seen as several random crops (scale 0.45-1, random position, mirrored half
 the time), drawn with another seed than the calibration crops. Reports top-1 agreement
-(same best label as torch fp32) and top-5 agreement (fp32's best label among the top 5).
+(same best label as torch fp32) and top-5 agreement (fp32's best label among the top 5),
+and for int8 what sending its near ties to fp32 would cost and give (docs/benchmarks.md).
 Only efficientnet_lite0's real weights are here; resnet18's cannot be fetched offline.
 """
 
@@ -81,6 +82,19 @@ def crops(paths: list[Path], count: int, size: int) -> np.ndarray:
     return np.stack(out)
 
 
+def near_ties(logits: np.ndarray, best: np.ndarray) -> str:
+    """Share of images a cascade would send to fp32, and the agreement it would then reach."""
+    scores = np.exp(logits - logits.max(axis=1, keepdims=True))
+    scores /= scores.sum(axis=1, keepdims=True)
+    top2 = np.sort(scores, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    same = logits.argmax(axis=1) == best
+    return "; ".join(
+        f"gate {gate}: {(margin < gate).mean():.1%} sent, {(same | (margin < gate)).mean():.1%}"
+        for gate in (0.02, 0.05, 0.1)
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="*", type=Path, default=[Path("tests/photos")])
@@ -99,6 +113,7 @@ def main() -> None:
     print(f"calibration photos: {len(calibration)} photos, {len(groups['calibration'])} crops")
     torch_fp32 = TorchClassifier.load(spec.name, Path("."))
     best = {name: torch_fp32.logits(batch).numpy().argmax(1) for name, batch in groups.items()}
+    gates: list[str] = []
     with tempfile.TemporaryDirectory() as data_dir:
         for runtime, precision in [
             ("onnxruntime", "fp32"),
@@ -119,7 +134,11 @@ def main() -> None:
                 agree1 = (top5[:, 0] == best[name]).mean()
                 agree5 = np.mean([b in row for b, row in zip(best[name], top5, strict=True)])
                 line += f"  {name} top-1 {agree1:.1%}, top-5 {agree5:.1%};"
+                if precision == "int8":
+                    gates.append(f"  {runtime} int8, {name}: {near_ties(logits, best[name])}")
             print(line.rstrip(";"))
+        print("If int8's near ties went to fp32 (gate: int8's top-1 minus top-2 probability):")
+        print("\n".join(gates))
 
 
 if __name__ == "__main__":
