@@ -139,7 +139,9 @@ def cli(
 )
 @click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--model", type=click.Choice(MODEL_NAMES), help="classifier to use [model.name]")
-@click.option("--batch-size", type=int, help="images per forward pass [batch.size]")
+@click.option(
+    "--batch-size", type=int, help="images per forward pass; 0 = 4, or 8 for int8 [batch.size]"
+)
 @pass_app
 def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int | None) -> None:
     """Tag every new or changed image under FOLDERS (files work too).
@@ -188,7 +190,9 @@ def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int
     help="how changes are noticed [watch.observer, default auto]",
 )
 @click.option("--model", type=click.Choice(MODEL_NAMES), help="classifier to use [model.name]")
-@click.option("--batch-size", type=int, help="images per forward pass [batch.size]")
+@click.option(
+    "--batch-size", type=int, help="images per forward pass; 0 = 4, or 8 for int8 [batch.size]"
+)
 @pass_app
 def watch(
     app: App,
@@ -704,8 +708,8 @@ def model_prepare(app: App) -> None:
     settings = app.settings()
     classifier = app.classifier(settings)
     click.echo(
-        f"{settings.model.name}: ready on {type(classifier).__name__}"
-        f" (model.runtime = {settings.model.runtime}, model.precision = "
+        f"{settings.model.name}: ready on {type(classifier).__name__}, batches of"
+        f" {classifier.batch_size} (model.runtime = {settings.model.runtime}, model.precision = "
         f"{settings.model.precision})"
     )
 
@@ -771,7 +775,7 @@ def _overrides(model: str | None, batch_size: int | None) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if model:
         overrides["model"] = {"name": model}
-    if batch_size:
+    if batch_size is not None:
         overrides["batch"] = {"size": batch_size}
     return overrides
 

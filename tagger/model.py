@@ -16,7 +16,7 @@ from tagger.errors import WeightsError
 from tagger.hierarchy import LabelRules
 from tagger.labels import imagenet_labels
 from tagger.records import ModelId, Tag
-from tagger.runtimes import TOP_K, normalise, top_tags
+from tagger.runtimes import BEST_BATCH, TOP_K, normalise, top_tags
 from tagger.specs import ModelSpec, checked_weights, spec_for, weights_file
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class TorchClassifier:
         module: nn.Module,
         weights_sha256: str,
         precision: str = "fp32",
-        batch_size: int = 4,
+        batch_size: int = BEST_BATCH["fp32"],
     ) -> None:
         self.spec = spec
         self.id = ModelId(spec.name, weights_sha256)
@@ -137,7 +137,7 @@ class TorchClassifier:
         weights_path: Path | None = None,
         threads: int = 0,
         precision: str = "fp32",
-        batch_size: int = 4,
+        batch_size: int = BEST_BATCH["fp32"],
     ) -> TorchClassifier:
         if threads:
             torch.set_num_threads(threads)

@@ -189,12 +189,15 @@ def cpu_has_bf16() -> bool:
 # `batch.size = 0`: the fastest per image on a 2-core CPU, end to end (docs/benchmarks.md).
 # fp32 was as fast at 8 as at 4, with 34 MB more peak RSS; int8 did 137 img/s at 8 and 116
 # at 4 (1600x1200 JPEGs), for 20 MB more.
-BEST_BATCH: dict[str, int] = {"fp32": 4, "bf16": 4, "int8": 8}
+BEST_BATCH: dict[Precision, int] = {"fp32": 4, "bf16": 4, "int8": 8}
 
 
 def artefact_dir(data_dir: Path, spec: ModelSpec, weights_sha256: str, choice: Choice) -> Path:
-    """Where the compiled model lives: one folder per weights, runtime, precision, format."""
-    key = f"{spec.name}-{weights_sha256[:16]}-{choice.runtime}-{choice.precision}"
+    """Where the compiled model lives: one folder per weights, runtime, precision, format.
+
+    OpenVINO's bf16 is a hint for compiling the fp32 graph, so it uses the fp32 folder."""
+    precision = "fp32" if choice == Choice("openvino", "bf16") else choice.precision
+    key = f"{spec.name}-{weights_sha256[:16]}-{choice.runtime}-{precision}"
     return data_dir / "artefacts" / f"{key}-v{ARTEFACT_FORMAT}"
 
 
@@ -212,7 +215,7 @@ def prepare(spec: ModelSpec, weights: Path, choice: Choice, target: Path) -> Non
     # OpenVINO reads ONNX: reuse an exported fp32 graph if there is one. Not for int8:
     # OpenVINO's int8 is quantised by NNCF from fp32, not ONNX Runtime's QDQ graph.
     onnx = target.parent / target.name.replace("-openvino-", "-onnxruntime-") / "model.onnx"
-    if choice.runtime == "openvino" and choice.precision == "fp32" and onnx.is_file():
+    if choice.runtime == "openvino" and choice.precision != "int8" and onnx.is_file():
         command.append(str(onnx))
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0 or not target.is_dir():
@@ -259,11 +262,9 @@ def _load(
             name, data_dir, weights_path, threads, choice.precision, batch_size
         )
     weights, digest = checked_weights(spec, data_dir, weights_path)
-    # OpenVINO's bf16 is a hint when compiling the fp32 graph: both use one artefact.
-    exported = Choice("openvino", "fp32") if choice == Choice("openvino", "bf16") else choice
-    folder = artefact_dir(data_dir, spec, digest, exported)
+    folder = artefact_dir(data_dir, spec, digest, choice)
     if not folder.is_dir():
-        prepare(spec, weights, exported, folder)
+        prepare(spec, weights, choice, folder)
     model_id = ModelId(spec.name, digest)
     if choice.runtime == "onnxruntime":
         return OnnxRuntimeClassifier(spec, model_id, folder, threads, batch_size)
@@ -336,9 +337,10 @@ class OpenVinoClassifier(_Exported):
         threads = threads or cores()
         # One single-threaded stream per core, each on its share of the batch: nothing waits
         # at a barrier for a thread the decoders have preempted (see docs/benchmarks.md).
-        streams = max(1, min(threads, batch_size))
-        self._share = -(-batch_size // streams)
-        super().__init__(spec, model_id, self._share * streams)
+        # As many streams as share the batch evenly, so the batch stays the size asked for.
+        streams = max(s for s in range(1, min(threads, batch_size) + 1) if batch_size % s == 0)
+        self._share = batch_size // streams
+        super().__init__(spec, model_id, batch_size)
         config: dict[str, Any] = {
             # OpenVINO would silently run fp32 models in bf16 on CPUs that have it.
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
