@@ -84,6 +84,12 @@ format_option = click.option(
     show_default=True,
     help="table for people; json, csv or bare paths for other programs",
 )
+model_option = click.option(
+    "--model", type=click.Choice(MODEL_NAMES), help="classifier to use [model.name]"
+)
+batch_size_option = click.option(
+    "--batch-size", type=int, help="images per forward pass; 0 = 4, or 8 for int8 [batch.size]"
+)
 
 
 def example(*lines: str) -> str:
@@ -138,10 +144,8 @@ def cli(
     )
 )
 @click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--model", type=click.Choice(MODEL_NAMES), help="classifier to use [model.name]")
-@click.option(
-    "--batch-size", type=int, help="images per forward pass; 0 = 4, or 8 for int8 [batch.size]"
-)
+@model_option
+@batch_size_option
 @pass_app
 def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int | None) -> None:
     """Tag every new or changed image under FOLDERS (files work too).
@@ -189,10 +193,8 @@ def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int
     type=click.Choice(["auto", "native", "polling"]),
     help="how changes are noticed [watch.observer, default auto]",
 )
-@click.option("--model", type=click.Choice(MODEL_NAMES), help="classifier to use [model.name]")
-@click.option(
-    "--batch-size", type=int, help="images per forward pass; 0 = 4, or 8 for int8 [batch.size]"
-)
+@model_option
+@batch_size_option
 @pass_app
 def watch(
     app: App,
@@ -597,7 +599,7 @@ def errors(app: App, fmt: str) -> None:
 )
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", type=click.IntRange(1, 1000), default=3, show_default=True)
-@click.option("--model", type=click.Choice(MODEL_NAMES), help="classifier to use [model.name]")
+@model_option
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )

@@ -72,8 +72,7 @@ class Pipeline:
         self._summary = Summary()
         workers = self._settings.scan.decode_workers
         # Bounds the images decoded but not yet classified, whatever the size of the input.
-        size = self._classifier.batch_size
-        in_flight = threading.BoundedSemaphore(2 * size + workers)
+        in_flight = threading.BoundedSemaphore(2 * self._classifier.batch_size + workers)
         decoded: queue.Queue[Decoded | Failure | EndOfInput] = queue.Queue()
         with (
             StoreWriter(self._store, stop=stop) as writer,

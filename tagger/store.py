@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -420,6 +420,9 @@ class StoreWriter:
             _upsert_file(rows, each, image, now)
 
 
+_Row = TypeVar("_Row", Image, File)
+
+
 class _Rows:
     """The images and files one transaction touches, read with a query per 500 keys rather
     than one per operation (each of which also flushed the session): on a scan that was
@@ -453,14 +456,15 @@ class _Rows:
                 into[getattr(row, key.key)] = row
 
     def image(self, sha256: str) -> Image | None:
-        if sha256 not in self.images:
-            self._load(self.images, Image.sha256, {sha256})
-        return self.images[sha256]
+        return self._get(self.images, Image.sha256, sha256)
 
     def file(self, path: str) -> File | None:
-        if path not in self.files:
-            self._load(self.files, File.path, {path})
-        return self.files[path]
+        return self._get(self.files, File.path, path)
+
+    def _get(self, into: dict[str, _Row | None], key: Any, value: str) -> _Row | None:
+        if value not in into:
+            self._load(into, key, {value})
+        return into[value]
 
     def forget(self) -> None:
         """After a bulk update: what was read may have moved or changed."""
