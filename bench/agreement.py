@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from tagger.model import TorchClassifier
-from tagger.runtimes import load_classifier
-from tagger.specs import spec_for
+from tagger.inference.runtimes import load_classifier
+from tagger.inference.specs import spec_for
+from tagger.inference.torch_model import TorchClassifier
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".heic", ".heif"}
 

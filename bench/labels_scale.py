@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tagger.hierarchy import LabelRules, hierarchy
+from tagger.labels.hierarchy import LabelRules, hierarchy
 from tagger.records import Tag
-from tagger.store import Store
+from tagger.store.database import Store
 
 # `tagger`, printing its peak RSS (VmHWM, which starts afresh at exec) to stderr at exit.
 PEAK_REPORTING_TAGGER = (
-    "import atexit, re, sys; from tagger.cli import main; "
+    "import atexit, re, sys; from tagger.cli.main import main; "
     "atexit.register(lambda: sys.stderr.write("
     "re.search(r'VmHWM:.*', open('/proc/self/status').read()).group() + chr(10))); "
     "main(sys.argv[1:])"

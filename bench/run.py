@@ -54,7 +54,7 @@ def naive(paths: list[Path], model: str, weights: Path | None) -> float:
     import torch
     from torchvision import transforms
 
-    from tagger.model import TorchClassifier
+    from tagger.inference.torch_model import TorchClassifier
 
     classifier = TorchClassifier.load(model, Path("."), weights)
     module = classifier._module  # the same weights, called the tutorial way
@@ -82,11 +82,11 @@ def random_resnet18(path: Path) -> Path:
 def tagger_child(args: argparse.Namespace) -> dict[str, Any]:
     """Run in the child: a scan through the real pipeline, timed per stage."""
     from tagger.config import load_settings
-    from tagger.decode import decode
-    from tagger.hashing import hash_file, stat_file
-    from tagger.pipeline import Pipeline
-    from tagger.runtimes import load_classifier
-    from tagger.store import Store
+    from tagger.inference.runtimes import load_classifier
+    from tagger.pipeline.decode import decode
+    from tagger.pipeline.hashing import hash_file, stat_file
+    from tagger.pipeline.runner import Pipeline
+    from tagger.store.database import Store
 
     paths = [Path(p) for p in args.paths]
     settings = load_settings(

@@ -1,22 +1,20 @@
-"""Fuzz the decoder for as long as you like: python fuzz/decode.py --minutes 10
+"""Fuzz the decoder for as long as you like: python -m fuzz.decode --minutes 10
 
-Runs the properties of tests/test_fuzz.py (arbitrary bytes, mutated real images in every
-format) with fresh random seeds until the time is up; any input that makes decode raise
-something other than BadImage, or hang, is printed by Hypothesis and stops the run.
+Run from the checkout's root. Runs the properties of tests/pipeline/test_fuzz.py
+(arbitrary bytes, mutated real images in every format) with fresh random seeds until the
+time is up; any input that makes decode raise something other than BadImage, or hang, is
+printed by Hypothesis and stops the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-os.environ.setdefault("TAGGER_FUZZ_EXAMPLES", "2000")
+os.environ.setdefault("TAGGER_FUZZ_EXAMPLES", "2000")  # before the test module reads it
 
-import test_fuzz
+from tests.pipeline import test_fuzz
 
 
 def main() -> None:

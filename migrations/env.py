@@ -6,13 +6,13 @@ TAGGER_DB / the tagger settings, exactly as for the `tagger` command.
 
 from alembic import context
 
-from tagger.schema import Base
+from tagger.store.schema import Base
 
 config = context.config
 engine = config.attributes.get("engine")
 if engine is None:
     from tagger.config import load_settings
-    from tagger.store import make_engine
+    from tagger.store.database import make_engine
 
     engine = make_engine(load_settings().db_url)
 

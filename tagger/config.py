@@ -126,7 +126,7 @@ class QuerySettings(_Section):
 
 
 class LabelSettings(_Section):
-    """Which labels are stored when an image is tagged (names or wnids; see tagger.hierarchy)."""
+    """Which labels are stored when an image is tagged (names or wnids; see labels/hierarchy.py)."""
 
     derived: bool = Field(
         default=True, description="also store WordNet ancestors of the model's classes (dog)"

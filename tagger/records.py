@@ -99,6 +99,29 @@ class Swept:
     started: datetime
 
 
+# What the pipeline asks the writer to record, beside Failure, Gone, Moved and Swept.
+@dataclass(frozen=True)
+class Tagged:
+    decoded: Decoded
+    tags: list[Tag]
+    model: ModelId
+
+
+@dataclass(frozen=True)
+class Link:
+    """A path that holds content already tagged, or being tagged in this run."""
+
+    file: FileInfo
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Seen:
+    """An unchanged path that had been marked missing and is back."""
+
+    file: FileInfo
+
+
 class Outcome(StrEnum):
     NEW = "new"
     DUPLICATE = "duplicate"

@@ -4,15 +4,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tagger.cli import main
-from tagger.model import TorchClassifier
-
-PHOTOS = Path(__file__).parent / "photos"
+from tagger.cli.main import main
+from tagger.inference.torch_model import TorchClassifier
+from tests.helpers import PHOTOS, Result
 
 
 @pytest.fixture(autouse=True)
@@ -60,13 +58,6 @@ def photo_dir(tmp_path: Path) -> Path:
     for photo in PHOTOS.glob("*.jpg"):
         shutil.copy(photo, folder / photo.name)
     return folder
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
 
 
 @pytest.fixture

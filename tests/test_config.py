@@ -4,10 +4,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Result
 
 from tagger.config import load_settings
 from tagger.errors import ConfigError
+from tests.helpers import ROOT, Result
 
 CONFIG = """
 data_dir = "/srv/tagger"
@@ -71,7 +71,7 @@ def test_config_show_says_where_each_value_came_from(
 
 
 def test_config_show_hides_database_passwords(capsys: pytest.CaptureFixture[str]) -> None:
-    from tagger.cli import main
+    from tagger.cli.main import main
 
     with pytest.raises(SystemExit):
         main(["--db", "postgresql://tagger:s3cret@db/tagger", "config", "show"])
@@ -84,7 +84,7 @@ def test_example_config_documents_every_setting_with_its_default() -> None:
 
     from tagger.config import Settings
 
-    example = Path(__file__).parent.parent / "config.example.toml"
+    example = ROOT / "config.example.toml"
     documented = tomllib.loads(example.read_text())
     defaults = Settings().model_dump(mode="json")
     del defaults["data_dir"]  # platform-specific: documented in a comment

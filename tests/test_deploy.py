@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tagger.cli import cli
+from tagger.cli.main import cli
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).parent.parent
+ROOT = ROOT
 
 
 def unit() -> dict[str, list[str]]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from tagger.labels import imagenet_classes
+from tagger.labels.classes import imagenet_classes
 
 revision: str = "81c54f90a444"
 down_revision: str | None = "5d1e0b7a9c21"

@@ -1,0 +1,104 @@
+"""The `tagger` command: the group, its commands by theme, and `main()`, the one place
+that turns a TaggerError into `error: ...` and exit 1."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from tagger import __version__
+from tagger.cli import admin, browsing, tagging
+from tagger.cli.common import App, example
+from tagger.errors import TaggerError
+from tagger.pipeline.threads import fewer_malloc_arenas
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=example(
+        "tagger watch /srv/photos",
+        "tagger scan ~/Pictures",
+        "tagger query --label cat",
+        "tagger --db /data/tagger.db status",
+    ),
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML settings file [env: TAGGER_CONFIG; default: ~/.config/tagger/config.toml]",
+)
+@click.option("--db", help="database path or SQLAlchemy URL [env: TAGGER_DB]")
+@click.option("-v", "--verbose", is_flag=True, help="log every file, not only problems")
+@click.option("--debug", is_flag=True, help="show tracebacks and debug logs")
+@click.version_option(__version__, prog_name="tagger")
+@click.pass_context
+def cli(
+    ctx: click.Context, config_file: Path | None, db: str | None, verbose: bool, debug: bool
+) -> None:
+    """Tag photos offline with an ImageNet classifier, and find them again by label.
+
+    Tags live in a SQLite database (default: tagger.db in your data directory). Nothing
+    leaves this machine: the default model's weights are installed with tagger.
+    """
+    level = "DEBUG" if debug else "INFO" if verbose else None
+    ctx.obj = App(config_file, {"db": db, "log_level": level})
+    logging.basicConfig(
+        level=getattr(logging, level or "WARNING"),
+        stream=sys.stderr,
+        force=True,
+        format="%(levelname)s %(message)s" if debug else "%(message)s",
+    )
+    if not debug:  # migration chatter is not news
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+for command in (
+    tagging.scan,
+    tagging.watch,
+    admin.status,
+    admin.prune,
+    browsing.query,
+    browsing.export,
+    tagging.retag,
+    browsing.show,
+    browsing.labels,
+    browsing.duplicates,
+    browsing.errors,
+    tagging.predict,
+    admin.model,
+    admin.db,
+    admin.config,
+):
+    cli.add_command(command)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: one line per error, exit 1; tracebacks only with --debug."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("TAGGER_DEBUG") == "1"
+    fewer_malloc_arenas()  # before any thread starts
+    try:
+        result = cli.main(args=args, prog_name="tagger", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except TaggerError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for details)", err=True)
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,185 @@
+"""Commands that tag: scan, watch, predict, retag."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from tagger.cli.common import (
+    App,
+    example,
+    format_option,
+    min_score_option,
+    model_option,
+    model_options,
+    overrides,
+    parse_terms,
+    pass_app,
+)
+from tagger.pipeline.files import PhotoFilter, printable, walk_and_sweep
+from tagger.records import Outcome
+
+log = logging.getLogger("tagger")
+
+
+@click.command(
+    epilog=example(
+        "tagger scan ~/Pictures /mnt/nas/photos",
+        "tagger scan --model resnet18 --batch-size 32 ~/Pictures",
+    )
+)
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@model_options
+@pass_app
+def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int | None) -> None:
+    """Tag every new or changed image under FOLDERS (files work too).
+
+    Unchanged files are skipped without reading them; identical content is classified once
+    and every path to it is recorded. Files that cannot be read are listed by `tagger errors`.
+    """
+    settings = app.settings(**overrides(model, batch_size))
+    store = app.store()
+    items = list(walk_and_sweep(folders, PhotoFilter(settings.scan), settings.scan.follow_symlinks))
+    started = time.monotonic()
+    with (
+        tqdm(
+            total=sum(isinstance(item, Path) for item in items),
+            unit="file",
+            disable=not sys.stderr.isatty(),
+            dynamic_ncols=True,
+        ) as bar,
+        logging_redirect_tqdm(),
+    ):
+
+        def report(path: str, outcome: Outcome) -> None:
+            bar.update()
+            log.info("%s %s", outcome.value, printable(path))
+
+        from tagger.pipeline.runner import Pipeline
+
+        pipeline = Pipeline(settings, store, app.classifier(settings), report)
+        summary = pipeline.run(items)
+    click.echo(f"Scanned {summary} in {time.monotonic() - started:.1f}s.")
+    if summary.counts[Outcome.FAILED]:
+        click.echo("See `tagger errors` for why files failed.", err=True)
+
+
+@click.command(
+    epilog=example(
+        "tagger watch /app/uploads",
+        "tagger watch --observer polling /mnt/nas/photos   # NFS/SMB shares",
+        "TAGGER_DB=/data/tagger.db tagger watch ~/Pictures",
+    )
+)
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--observer",
+    type=click.Choice(["auto", "native", "polling"]),
+    help="how changes are noticed [watch.observer, default auto]",
+)
+@model_options
+@pass_app
+def watch(
+    app: App,
+    folders: tuple[Path, ...],
+    observer: str | None,
+    model: str | None,
+    batch_size: int | None,
+) -> None:
+    """Tag what is already in FOLDERS, then every image that arrives, until stopped.
+
+    First a reconcile tags whatever changed while tagger was not running (unchanged files
+    are not read again), then files are tagged as they land: once a file has stopped
+    changing for watch.stability_delay seconds, so copies in progress are never read half
+    done. Renames follow the file without re-tagging; deleted files are marked missing
+    (`tagger prune` forgets them). SIGTERM or Ctrl-C stops cleanly; what was not finished
+    is picked up at the next start. Under systemd (Type=notify) it reports readiness and
+    sends watchdog heartbeats. Without FOLDERS, watch.paths from the config is used.
+    """
+    changed = overrides(model, batch_size)
+    if observer:
+        changed["watch"] = {"observer": observer}
+    settings = app.settings(**changed)
+    logging.getLogger().setLevel(settings.log_level)  # a daemon's log is its journal
+    roots = list(folders) or settings.watch.paths
+    if not roots:
+        raise click.UsageError("no folder to watch: give one, or set watch.paths in the config")
+    from tagger.watch.daemon import Daemon
+    from tagger.watch.systemd import Notifier
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    notifier = Notifier()
+    try:
+        daemon = Daemon(settings, app.store(), app.classifier(settings), roots, notifier)
+        summary = daemon.run(stop)
+    finally:
+        notifier.close()
+    click.echo(f"Stopped after {summary}.")
+
+
+@click.command(
+    epilog=example("tagger predict photo.jpg", "tagger predict --top-k 5 --format json *.jpg")
+)
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", type=click.IntRange(1, 1000), default=3, show_default=True)
+@model_option
+@format_option("table", "json")
+@pass_app
+def predict(app: App, files: tuple[Path, ...], top_k: int, model: str | None, fmt: str) -> None:
+    """Classify FILES and print the top labels, without storing anything."""
+    from tagger.service import predict as predictions
+
+    settings = app.settings(**overrides(model, None))
+    results = []
+    for result in predictions(app.classifier(settings), files, settings.scan.max_pixels, top_k):
+        if result.error is not None:
+            click.echo(f"error: {result.path}: {result.error}", err=True)
+        else:
+            results.append(result)
+    if fmt == "json":
+        rows = [{"path": result.path, "tags": result.tags} for result in results]
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        for result in results:
+            click.echo(result.path)
+            for rank, tag in enumerate(result.tags, 1):
+                click.echo(f"  {rank}. {tag['label']:<30} {tag['score']:.3f}")
+    if len(results) < len(files):
+        sys.exit(1)
+
+
+@click.command(
+    epilog=example(
+        "tagger retag && tagger scan ~/Pictures",
+        "tagger retag label:dog score:..0.5 && tagger scan ~/Pictures",
+    )
+)
+@click.argument("terms", nargs=-1)
+@min_score_option()
+@pass_app
+def retag(app: App, terms: tuple[str, ...], min_score: float | None) -> None:
+    """Have the next scan tag the files TERMS match (all files without TERMS) again.
+
+    For after a change of the [labels] settings, or for images tagged before tagger
+    stored derived labels (dog, bird, ...). Their current tags stay until then.
+    """
+    from tagger.service import retag as mark_for_retag
+
+    count = mark_for_retag(app.store(), parse_terms(terms), app.min_score(min_score))
+    click.echo(f"{count} images will be tagged again by the next scan of their folders")

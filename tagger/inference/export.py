@@ -1,0 +1,194 @@
+"""Export a model from torch to ONNX or OpenVINO, quantised to int8 if asked.
+
+    python -m tagger.inference.export MODEL WEIGHTS RUNTIME PRECISION TARGET_FOLDER
+
+runtimes.py runs this in a child process, so that only the child imports torch. The
+artefact is written to a temporary folder next to TARGET_FOLDER and renamed into place
+when complete: a kill at any moment leaves either no artefact or a whole one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image
+
+from tagger.inference.base import normalise
+from tagger.inference.specs import ModelSpec, spec_for
+from tagger.inference.torch_model import load_module
+
+OPSET = 17
+STALE_AFTER_S = 3600  # no export takes an hour: an older temporary folder is orphaned
+
+
+def calibration_images(spec: ModelSpec) -> Iterator[npt.NDArray[np.uint8]]:
+    """Crops of the shipped real photos, at the model's input size: centre, corners, mirrored.
+
+    int8 ranges come from what real photos make the activations do; random noise would
+    set them far too wide or narrow.
+    """
+    folder = resources.files("tagger").joinpath("data/calibration")
+    crop = spec.geometry.crop
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".jpg"):
+            continue
+        with entry.open("rb") as handle, Image.open(handle) as opened:
+            image = opened.convert("RGB")
+        for short_side in (crop, spec.geometry.resize, round(crop * 1.4)):
+            scale = short_side / min(image.size)
+            scaled = image.resize(
+                (max(crop, round(image.width * scale)), max(crop, round(image.height * scale))),
+                spec.geometry.resample,
+            )
+            w, h = scaled.size
+            for left, top in (((w - crop) // 2, (h - crop) // 2), (0, 0), (w - crop, h - crop)):
+                patch = scaled.crop((left, top, left + crop, top + crop))
+                yield np.asarray(patch, dtype=np.uint8)
+                yield np.asarray(patch.transpose(Image.Transpose.FLIP_LEFT_RIGHT), dtype=np.uint8)
+
+
+def export_onnx(spec: ModelSpec, weights: Path, target: Path) -> None:
+    """fp32 ONNX: float32 NCHW input `pixels` (normalised), output `logits`, any batch size."""
+    module = load_module(spec, weights)
+    sample = torch.zeros(1, 3, spec.geometry.crop, spec.geometry.crop)
+    with torch.inference_mode():
+        torch.onnx.export(
+            module,
+            (sample,),
+            str(target),
+            input_names=["pixels"],
+            output_names=["logits"],
+            dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def quantise(spec: ModelSpec, fp32: Path, target: Path) -> None:
+    """Static int8 for ONNX Runtime: QDQ, per-channel weights, ranges calibrated on real photos."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Photos(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._batches = (
+                {"pixels": normalise(image[None], spec)} for image in calibration_images(spec)
+            )
+
+        def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
+            return next(self._batches, None)
+
+    prepared = fp32.with_name("prepared.onnx")
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared),
+        str(target),
+        Photos(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+
+
+def quantise_openvino(spec: ModelSpec, fp32: Path) -> Any:
+    """Static int8 for OpenVINO with NNCF: per-channel symmetric weights, asymmetric
+    activations (preset MIXED), calibrated on every shipped calibration crop, with full
+    bias correction. Agreement and speed of the alternatives: docs/benchmarks.md.
+
+    The first convolution (it sees the raw image, and is where 8-bit weights lose most)
+    and the last matrix product (the classifier, small) stay fp32, whatever the model:
+    quantising both cost a few points of agreement."""
+    import nncf
+    import openvino as ov
+
+    model = ov.convert_model(str(fp32))
+    ops = model.get_ordered_ops()
+    first_conv = next(op for op in ops if op.get_type_name() == "Convolution")
+    classifier = [op for op in ops if op.get_type_name() == "MatMul"][-1]
+    photos = [normalise(image[None], spec) for image in calibration_images(spec)]
+    return nncf.quantize(
+        model,
+        nncf.Dataset(photos),
+        preset=nncf.QuantizationPreset.MIXED,
+        subset_size=len(photos),
+        fast_bias_correction=False,
+        ignored_scope=nncf.IgnoredScope(
+            names=[first_conv.get_friendly_name(), classifier.get_friendly_name()]
+        ),
+    )
+
+
+def export(
+    spec: ModelSpec,
+    weights: Path,
+    runtime: str,
+    precision: str,
+    target: Path,
+    onnx: Path | None = None,
+) -> None:
+    """Build the artefact in a temporary folder beside `target`, then rename it into place.
+
+    `onnx`, if given, is an fp32 ONNX graph of these weights exported before.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*"):  # left by a killed export
+        if time.time() - stale.stat().st_mtime > STALE_AFTER_S:
+            shutil.rmtree(stale, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        onnx_path = work / "model.onnx"
+        if onnx is not None:
+            shutil.copyfile(onnx, onnx_path)
+        elif precision == "int8" and runtime == "onnxruntime":
+            export_onnx(spec, weights, work / "fp32.onnx")
+            quantise(spec, work / "fp32.onnx", onnx_path)
+        else:
+            export_onnx(spec, weights, onnx_path)
+        if runtime == "openvino":
+            import openvino as ov
+
+            if precision == "int8":
+                model = quantise_openvino(spec, onnx_path)
+            else:
+                model = ov.convert_model(str(onnx_path))
+            ov.save_model(model, str(work / "model.xml"), False)
+        for leftover in work.iterdir():
+            if leftover.name not in ("model.onnx", "model.xml", "model.bin"):
+                leftover.unlink()
+        if runtime == "openvino":
+            onnx_path.unlink()
+        try:
+            work.rename(target)
+        except OSError:
+            if not target.is_dir():  # else another process finished the same artefact first
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str]) -> None:
+    name, weights, runtime, precision, target, *onnx = argv
+    source = Path(onnx[0]) if onnx else None
+    export(spec_for(name), Path(weights), runtime, precision, Path(target), source)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""The runner and the per-file stages, from a path to a stored result."""

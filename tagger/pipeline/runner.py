@@ -1,0 +1,200 @@
+"""The one place that wires the stages together, in the order the work flows.
+
+    paths (walk or watch) -> examine -> identify -> decode (thread pool) -> batch
+      -> classify -> store (writer thread)
+
+`tagger scan` feeds it a folder walk; `tagger watch` feeds it finished files as they come,
+plus renames and removals (`Moved`, `Gone`), which go straight to the writer.
+The main thread does the cheap, ordered part (stat, hash, dedup); decoding runs in a pool
+(Pillow releases the GIL) while a second thread runs the model, so the two overlap.
+`run(..., threaded=False)` runs the same stages one after another on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tagger.config import Settings
+from tagger.errors import SkipFile
+from tagger.inference.base import Classifier
+from tagger.pipeline.batching import END, EndOfInput, batches
+from tagger.pipeline.files import printable
+from tagger.pipeline.stages import (
+    RecentContent,
+    Unchanged,
+    classify,
+    decode_or_fail,
+    examine,
+    failure_for,
+    identify,
+)
+from tagger.pipeline.threads import Worker
+from tagger.records import (
+    Decoded,
+    Failure,
+    Gone,
+    Hashed,
+    Link,
+    Moved,
+    Outcome,
+    Seen,
+    Summary,
+    Swept,
+)
+from tagger.store.database import Store
+from tagger.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[str, Outcome], None]
+Item = Path | Gone | Moved | Swept
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        classifier: Classifier,
+        report: Report | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._classifier = classifier
+        self._report = report
+        self._summary = Summary()
+        self._lock = threading.Lock()
+        self._recent = RecentContent()
+
+    def run(
+        self, items: Iterable[Item], stop: threading.Event | None = None, threaded: bool = True
+    ) -> Summary:
+        """Tag every path that is new or changed; returns when all of it is stored."""
+        stop = stop or threading.Event()
+        self._summary, self._recent = Summary(), RecentContent()
+        with StoreWriter(self._store, stop=stop) as writer:
+            if threaded:
+                self._run_threaded(items, writer, stop)
+            else:
+                self._run_sequential(items, writer, stop)
+        return self._summary
+
+    def _run_threaded(
+        self, items: Iterable[Item], writer: StoreWriter, stop: threading.Event
+    ) -> None:
+        workers = self._settings.scan.decode_workers
+        geometry, max_pixels = self._classifier.spec.geometry, self._settings.scan.max_pixels
+        # Bounds the images decoded but not yet classified, whatever the size of the input.
+        in_flight = threading.BoundedSemaphore(2 * self._classifier.batch_size + workers)
+        decoded: queue.Queue[Decoded | Failure | EndOfInput] = queue.Queue()
+        with ThreadPoolExecutor(workers, thread_name_prefix="tagger-decode") as pool:
+            inference = Worker(
+                "tagger-inference", self._classify_loop, decoded, in_flight, writer, stop, halt=stop
+            )
+            try:
+                for item in items:
+                    if stop.is_set():
+                        break
+                    inference.check()
+                    writer.check()
+                    hashed = self._admit(item, writer)
+                    if hashed is None:
+                        continue
+                    while not in_flight.acquire(timeout=0.5):
+                        inference.check()
+                    future = pool.submit(decode_or_fail, hashed, geometry, max_pixels)
+                    future.add_done_callback(lambda done: decoded.put(done.result()))
+                pool.shutdown(wait=True)
+            finally:
+                decoded.put(END)
+                inference.join()
+            inference.check()
+
+    def _run_sequential(
+        self, items: Iterable[Item], writer: StoreWriter, stop: threading.Event
+    ) -> None:
+        """Every stage on this thread, one file after another: for tests and debugging."""
+        geometry, max_pixels = self._classifier.spec.geometry, self._settings.scan.max_pixels
+        batch: list[Decoded | Failure] = []
+        for item in items:
+            if stop.is_set():
+                break
+            writer.check()
+            hashed = self._admit(item, writer)
+            if hashed is not None:
+                batch.append(decode_or_fail(hashed, geometry, max_pixels))
+            if len(batch) >= self._classifier.batch_size:
+                self._store_batch(batch, writer, stop)
+                batch = []
+        self._store_batch(batch, writer, stop)
+
+    def _admit(self, item: Item, writer: StoreWriter) -> Hashed | None:
+        """The cheap, ordered part for one item; returns the content still to classify."""
+        if not isinstance(item, Path):  # a rename, removal or sweep: the writer's business
+            writer.put(item)
+            if not isinstance(item, Swept):
+                with self._lock:
+                    self._summary.add(Outcome.MISSING if isinstance(item, Gone) else Outcome.MOVED)
+            return None
+        model = self._classifier.id
+        try:
+            found = examine(item, self._settings.scan, self._store, model)
+            if isinstance(found, Unchanged):
+                if found.missing:
+                    writer.put(Seen(found.file))
+                self._done(found.file.path, Outcome.UNCHANGED)
+                return None
+            content = identify(found, self._store, model, self._recent)
+        except SkipFile as skip:
+            self._fail(writer, failure_for(item, skip), reported=str(item))
+            return None
+        if isinstance(content, Link):
+            writer.put(content)
+            self._done(content.file.path, Outcome.DUPLICATE)
+            return None
+        return content
+
+    def _classify_loop(
+        self,
+        decoded: queue.Queue[Decoded | Failure | EndOfInput],
+        in_flight: threading.BoundedSemaphore,
+        writer: StoreWriter,
+        stop: threading.Event,
+    ) -> None:
+        """Batch decoded images, run the model, and pass results and failures to the writer."""
+        size, max_wait = self._classifier.batch_size, self._settings.batch.max_wait
+        batch: list[Decoded | Failure]
+        for batch in batches(decoded, size, max_wait):
+            self._store_batch(batch, writer, stop)
+            for _ in batch:
+                in_flight.release()
+
+    def _store_batch(
+        self, batch: list[Decoded | Failure], writer: StoreWriter, stop: threading.Event
+    ) -> None:
+        images = [item for item in batch if isinstance(item, Decoded)]
+        for failure in (item for item in batch if isinstance(item, Failure)):
+            self._fail(writer, failure)
+        if images and not stop.is_set():
+            for tagged in classify(self._classifier, images):
+                writer.put(tagged)
+                self._done(tagged.decoded.hashed.file.path, Outcome.NEW)
+
+    def _fail(self, writer: StoreWriter, failure: Failure, reported: str | None = None) -> None:
+        log.warning("skipped %s: %s", printable(failure.file.path), failure.reason)
+        if failure.transient and failure.sha256 is not None:
+            self._recent.release(failure.sha256)
+        writer.put(failure)
+        outcome = Outcome.UNREADABLE if failure.transient else Outcome.FAILED
+        self._done(reported or failure.file.path, outcome)
+
+    def _done(self, path: str, outcome: Outcome) -> None:
+        with self._lock:
+            self._summary.add(outcome)
+        if self._report is not None:
+            self._report(path, outcome)

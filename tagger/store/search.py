@@ -1,0 +1,221 @@
+"""A parsed query (query/language.py) as one SQL select, and exports streamed from the store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from itertools import groupby
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, Subquery, and_, func, not_, or_, select
+
+from tagger.query.language import AddedTerm, FormatTerm, LabelTerm, PathTerm, Query, ScoreTerm
+from tagger.store.database import Store
+from tagger.store.schema import PRESENT, File, Image, ImageStatus, Tag
+
+SORTS = ("score", "-score", "added", "-added", "path", "-path")
+Row = dict[str, Any]
+
+
+def _best(condition: ColumnElement[bool]) -> Subquery:
+    """Per image, its best tag meeting `condition` (image_id, label, score).
+
+    A window over the matching tags only, so `label:tabby` reads the tabby rows through
+    ix_tags_wnid_score instead of every image's tags.
+    """
+    ranked = (
+        select(
+            Tag.image_id,
+            Tag.label,
+            Tag.score,
+            func.row_number()
+            .over(partition_by=Tag.image_id, order_by=(Tag.score.desc(), Tag.rank))
+            .label("place"),
+        )
+        .where(condition)
+        .subquery("ranked")
+    )
+    return (
+        select(ranked.c.image_id, ranked.c.label, ranked.c.score)
+        .where(ranked.c.place == 1)
+        .subquery("best")
+    )
+
+
+def _between(value: Any, low: float | None, high: float | None) -> ColumnElement[bool]:
+    bounds = [value >= low] if low is not None else []
+    bounds += [value <= high] if high is not None else []
+    return and_(*bounds)
+
+
+def matching_files(
+    query: Query, min_score: float, sort: str = "-score", limit: int | None = None
+) -> Select[Any]:
+    """Tagged files that match every term, with the label and score that made them match.
+
+    The score is the best among the first label term's tags (a derived `dog` or a breed);
+    without label terms it is the best model label's. A label term's score is its best tag's:
+    `score:` bounds apply to it, else `min_score` does.
+    """
+    labels = query.labels
+    scores = [t for t in query.terms if isinstance(t, ScoreTerm)]
+
+    def in_range(value: Any) -> ColumnElement[bool]:
+        checks = [_between(value, s.low, s.high) for s in scores if not s.negate]
+        checks += [not_(_between(value, s.low, s.high)) for s in scores if s.negate]
+        return and_(*(checks or [value >= min_score]))
+
+    best = _best(Tag.wnid.in_(labels[0].wnids) if labels else Tag.derived.is_(False))
+    statement = (
+        select(
+            File.path.label("path"),
+            best.c.label,
+            best.c.score,
+            File.first_seen.label("added"),
+            Image.format.label("format"),
+            Image.id.label("image_id"),
+        )
+        .join(Image, File.image_id == Image.id)
+        .join(best, best.c.image_id == Image.id)
+        .where(Image.status == ImageStatus.TAGGED, PRESENT)
+    )
+    if labels:
+        statement = statement.where(in_range(best.c.score))
+    for term in query.terms:
+        if isinstance(term, LabelTerm) and not term.negate and term is not labels[0]:
+            also = (
+                select(Tag.image_id)
+                .where(Tag.wnid.in_(term.wnids))
+                .group_by(Tag.image_id)
+                .having(in_range(func.max(Tag.score)))
+            )
+            statement = statement.where(Image.id.in_(also))
+        elif isinstance(term, LabelTerm) and term.negate:
+            unwanted = select(Tag.image_id).where(Tag.wnid.in_(term.wnids), Tag.score >= min_score)
+            statement = statement.where(Image.id.not_in(unwanted))
+        elif isinstance(term, ScoreTerm) and not labels:
+            inside = _between(best.c.score, term.low, term.high)
+            statement = statement.where(not_(inside) if term.negate else inside)
+        elif isinstance(term, PathTerm):
+            anywhere = or_(*(File.path.like(p, escape="\\") for p in term.like))
+            statement = statement.where(not_(anywhere) if term.negate else anywhere)
+        elif isinstance(term, AddedTerm):
+            window = _between_dates(term)
+            statement = statement.where(not_(window) if term.negate else window)
+        elif isinstance(term, FormatTerm):
+            named = func.upper(Image.format).in_(term.formats)
+            statement = statement.where(
+                or_(not_(named), Image.format.is_(None)) if term.negate else named
+            )
+    key = {"score": best.c.score, "added": File.first_seen, "path": File.path}[sort.lstrip("-")]
+    order = key.desc() if sort.startswith("-") else key.asc()
+    statement = statement.order_by(order, File.path)
+    return statement.limit(limit) if limit is not None else statement
+
+
+def _between_dates(term: AddedTerm) -> ColumnElement[bool]:
+    bounds = [File.first_seen >= term.start] if term.start is not None else []
+    bounds += [File.first_seen < term.end] if term.end is not None else []
+    return and_(*bounds)
+
+
+def find(
+    store: Store, query: Query, min_score: float, sort: str = "-score", limit: int | None = None
+) -> Iterator[Row]:
+    """The rows of `matching_files`, read in chunks as they are printed."""
+    statement = matching_files(query, min_score, sort, limit)
+    with store.session() as session:
+        for row in session.execute(statement.execution_options(yield_per=500)):
+            yield {
+                "path": row.path,
+                "label": row.label,
+                "score": None if row.score is None else round(row.score, 4),
+                "added": _iso(row.added),
+                "format": row.format,
+            }
+
+
+EXPORT_COLUMNS = [
+    "path",
+    "sha256",
+    "format",
+    "width",
+    "height",
+    "added",
+    "model",
+    "tagged_at",
+    "rank",
+    "label",
+    "wnid",
+    "class_index",
+    "score",
+    "derived",
+]
+
+
+def export(store: Store, query: Query, min_score: float) -> Iterator[Row]:
+    """Every matching file with all its tags, one dict per file, streamed in path order."""
+    files = matching_files(query, min_score, sort="path").subquery()
+    statement = (
+        select(
+            files.c.path,
+            Image.sha256,
+            Image.format,
+            Image.width,
+            Image.height,
+            files.c.added,
+            Image.model,
+            Image.tagged_at,
+            Tag.rank,
+            Tag.label,
+            Tag.wnid,
+            Tag.class_index,
+            Tag.score,
+            Tag.derived,
+        )
+        .join(Image, Image.id == files.c.image_id)
+        .join(Tag, Tag.image_id == Image.id)
+        .order_by(files.c.path, Tag.rank)
+        .execution_options(yield_per=1000)
+    )
+    with store.session() as session:
+        rows = session.execute(statement)
+        for path, group in groupby(rows, key=lambda row: row.path):
+            tags = list(group)
+            first = tags[0]
+            yield {
+                "path": path,
+                "sha256": first.sha256,
+                "format": first.format,
+                "width": first.width,
+                "height": first.height,
+                "added": _iso(first.added),
+                "model": first.model,
+                "tagged_at": _iso(first.tagged_at),
+                "tags": [
+                    {
+                        "rank": t.rank,
+                        "label": t.label,
+                        "wnid": t.wnid,
+                        "class_index": t.class_index,
+                        "score": t.score,
+                        "derived": t.derived,
+                    }
+                    for t in tags
+                ],
+            }
+
+
+def flat(file: Row) -> Iterator[Row]:
+    """One CSV row per tag of an exported file (derived as true/false, as in the JSON)."""
+    for tag in file["tags"]:
+        yield (
+            {k: v for k, v in file.items() if k != "tags"}
+            | tag
+            | {"derived": "true" if tag["derived"] else "false"}
+        )
+
+
+def _iso(moment: datetime) -> str:
+    """SQLite hands back naive datetimes; tagger stores UTC, so say so."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()

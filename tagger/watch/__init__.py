@@ -1,0 +1,1 @@
+"""`tagger watch`: the daemon, its observers, settling, intake, status file and sd_notify."""

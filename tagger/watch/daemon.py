@@ -1,0 +1,273 @@
+"""`tagger watch`: reconcile, then follow the folder, feeding the one pipeline for months.
+
+    observer -> Handler (enqueue only) -> main loop: Settler -> Intake -> Pipeline (its thread)
+    reconcile/rescan walk (its thread) ----------------------------^
+
+The main loop owns the timers: settling, periodic rescans, the status file and systemd's
+heartbeat. Shutdown (stop event) abandons the batch in flight rather than writing half of
+it; whatever was not stored is found again by the next start's reconcile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from watchdog.events import FileSystemEvent
+
+from tagger.config import Settings
+from tagger.errors import TaggerError
+from tagger.pipeline.files import PhotoFilter, printable, storable, walk, walk_and_sweep
+from tagger.pipeline.runner import Pipeline
+from tagger.pipeline.threads import Worker
+from tagger.records import Gone, Moved, Outcome, Summary
+from tagger.store.database import Store
+from tagger.watch.intake import Intake
+from tagger.watch.observe import Handler, Observers
+from tagger.watch.settle import Settler
+from tagger.watch.status import STATUS_INTERVAL, DaemonLock, StatusFiles
+from tagger.watch.systemd import Notifier
+
+if TYPE_CHECKING:
+    from tagger.inference.base import Classifier
+
+log = logging.getLogger(__name__)
+TICK = 0.2  # seconds between main-loop turns
+MAX_TRIES = 5  # for files that could not be read (vanished, permission): then wait for a change
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        classifier: Classifier,
+        roots: Sequence[Path],
+        notifier: Notifier | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._classifier = classifier
+        self._roots = [root.absolute() for root in roots]
+        self._notifier = notifier or Notifier({})
+        self._filter = PhotoFilter(settings.scan)
+        self._files = StatusFiles.of(settings)
+        self._started = time.time()
+        self.state = "starting"
+        self.intake = Intake()
+        self.settler = Settler(settings.watch.stability_delay, settings.watch.max_pending)
+        self.handler = Handler(capacity=4 * settings.watch.max_pending)
+        self.observers = Observers(settings.watch, self.handler)
+        self._tries: dict[str, int] = {}  # unreadable files: attempts so far
+        # Paths to settle, from other threads: retries, and files a rescan found being written.
+        self._later: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
+
+    def run(self, stop: threading.Event) -> Summary:
+        """Watch until `stop` is set; raises what stopped the pipeline, if anything did."""
+        for root in self._roots:
+            if not root.is_dir():
+                raise TaggerError(f"cannot watch {root}: not a folder")
+        with DaemonLock(self._files):
+            pipeline = Pipeline(self._settings, self._store, self._classifier, self._done)
+            runner = Worker(
+                "tagger-pipeline", pipeline.run, self.intake.items(stop), stop, halt=stop
+            )
+            rescan: Worker | None = None
+            try:
+                for root in self._roots:  # watch first, so nothing slips between walk and watch
+                    self.observers.watch(root)
+                rescan = self._rescan(stop)
+                self.state = "reconciling"
+                self._notifier.notify("READY=1", f"STATUS={self._status_line()}")
+                self._write_status()
+                log.info(
+                    "watching %s", ", ".join(f"{r} ({k})" for r, k in self.observers.kinds.items())
+                )
+                rescan = self._loop(stop, runner, rescan)
+            finally:
+                self.state = "stopping"
+                self._notifier.notify("STOPPING=1")
+                stop.set()
+                self.observers.stop()
+                self.intake.close()
+                runner.join()
+                if rescan is not None:
+                    rescan.join()
+                self._write_status()
+            runner.check()
+            if rescan is not None:
+                rescan.check()
+        return self.intake.summary
+
+    def _loop(self, stop: threading.Event, runner: Worker, rescan: Worker) -> Worker:
+        interval = self._settings.watch.rescan_interval
+        heartbeat = self._notifier.watchdog_interval
+        last_status = last_beat = last_rescan = time.monotonic()
+        while not stop.wait(TICK):
+            now = time.monotonic()
+            if not runner.is_alive():
+                break
+            if not self.observers.alive():  # e.g. the watched folder was unmounted
+                raise TaggerError("the folder observer stopped; see the log above for why")
+            self._drain_events()
+            for path in self.settler.settled():
+                if self.intake.offer(Path(path)):
+                    self.settler.release(path)
+            if not rescan.is_alive():
+                if self.state == "reconciling" and self.intake.depth == 0:
+                    self.state, last_rescan = "watching", now
+                    log.info("reconciled: %s", self.intake.summary)
+                overdue = self.state == "watching" and interval and now - last_rescan >= interval
+                if overdue or self.handler.overflowed:
+                    if self.handler.overflowed:
+                        log.warning("too many events at once; rescanning instead")
+                    self.handler.overflowed = False
+                    rescan, last_rescan = self._rescan(stop), now
+            if now - last_status >= STATUS_INTERVAL:
+                for root in self._roots:  # a deleted or moved root leaves inotify watching nothing
+                    if not root.is_dir():
+                        raise TaggerError(f"{root} is gone; stopping")
+                self._write_status()
+                last_status = now
+            if heartbeat and now - last_beat >= heartbeat / 2 and self._healthy(heartbeat):
+                self._notifier.notify("WATCHDOG=1", f"STATUS={self._status_line()}")
+                last_beat = now
+        return rescan
+
+    def _rescan(self, stop: threading.Event) -> Worker:
+        roots, photo_filter = self._roots, self._filter
+        follow = self._settings.scan.follow_symlinks
+        delay = self._settings.watch.stability_delay
+
+        def feed() -> None:
+            for item in walk_and_sweep(roots, photo_filter, follow):
+                if stop.is_set():
+                    return
+                if isinstance(item, Path) and _being_written(item, delay):
+                    self._later.put((str(item), delay))  # read once it has settled
+                    continue
+                self.intake.put(item, stop)
+
+        return Worker("tagger-rescan", feed, halt=stop)
+
+    def _drain_events(self) -> None:
+        """Turn queued events into settling files, moves and removals; schedule retries."""
+        while True:
+            try:
+                path, delay = self._later.get_nowait()
+            except queue.Empty:
+                break
+            if not self.settler.touch(path, delay=delay) and not self.intake.offer(Path(path)):
+                self.handler.overflowed = True  # a flood: the next rescan takes it
+        while True:
+            try:
+                event = self.handler.events.get_nowait()
+            except queue.Empty:
+                return
+            self._on_event(event)
+
+    def _on_event(self, event: FileSystemEvent) -> None:
+        src = _text(event.src_path)
+        if event.event_type == "deleted":
+            self.settler.forget(src)
+            self.intake.offer(Gone(storable(src)))
+        elif event.event_type == "moved":
+            dst = _text(event.dest_path)
+            self.settler.forget(src)
+            src_kept = self._wanted(src, event.is_directory)
+            dst_kept = self._wanted(dst, event.is_directory)
+            if src_kept and dst_kept:
+                self.intake.offer(Moved(storable(src), storable(dst)))
+            elif src_kept:
+                self.intake.offer(Gone(storable(src)))
+            if dst_kept and not event.is_directory:
+                self._settle(dst)
+        elif event.is_directory:
+            if event.event_type == "created" and self._wanted(src, True):
+                # Files may land in a new folder before its watch is set up: look now.
+                for path in walk([Path(src)], self._filter, self._settings.scan.follow_symlinks):
+                    self._settle(str(path))
+        elif self._wanted(src, False):
+            self._settle(src, closed=event.event_type == "closed")
+
+    def _done(self, path: str, outcome: Outcome) -> None:
+        """The pipeline's report (from its threads): log, free the path, plan any retry."""
+        log.info("%s %s", outcome.value, printable(path))
+        tries = self._tries.pop(path, 0) + 1
+        if outcome is Outcome.UNREADABLE:
+            if tries <= MAX_TRIES:
+                self._tries[path] = tries
+                self._later.put((path, self._settings.watch.stability_delay * 3**tries))
+            else:
+                log.warning(
+                    "gave up on %s after %d tries; it is tried again when it changes or at "
+                    "the next rescan",
+                    printable(path),
+                    MAX_TRIES,
+                )
+        self.intake.done(path, outcome)
+
+    def _settle(self, path: str, closed: bool = False) -> None:
+        if not self.settler.touch(path, closed):
+            self.handler.overflowed = True
+
+    def _wanted(self, path: str, is_directory: bool) -> bool:
+        root = next((r for r in self._roots if Path(path).is_relative_to(r)), None)
+        if root is None:
+            return False
+        if is_directory:
+            return self._filter.wanted_folder(Path(path), root)
+        return self._filter.wanted(Path(path), root)
+
+    def _healthy(self, heartbeat: float) -> bool:
+        """Alive, and either idle or making progress: a hung model stops the heartbeat."""
+        if not self.observers.alive():
+            return False
+        last = self.intake.last_activity or self._started
+        return self.intake.depth == 0 or time.time() - last < heartbeat
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "state": self.state,
+            "started": self._started,
+            "roots": [str(root) for root in self._roots],
+            "observers": self.observers.kinds,
+            "queue": self.intake.depth + len(self.settler),
+            "counts": {o.value: n for o, n in self.intake.summary.counts.items()},
+            "last_activity": self.intake.last_activity,
+        }
+
+    def _write_status(self) -> None:
+        try:
+            self._files.write(self.status())
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self._files.status, exc.strerror)
+
+    def _status_line(self) -> str:
+        c = self.intake.summary.counts
+        return (
+            f"{self.state}: {c[Outcome.NEW]} tagged, {c[Outcome.DUPLICATE]} duplicates, "
+            f"{c[Outcome.FAILED]} failed, {self.intake.depth + len(self.settler)} queued"
+        )
+
+
+def _text(path: str | bytes) -> str:
+    return os.fsdecode(path)
+
+
+def _being_written(path: Path, delay: float) -> bool:
+    """Changed within the last `delay` seconds, by its inode change time: a copy in progress
+    that a rescan must not read half-written. ctime, not mtime, which `cp -p` and rsync set
+    to the camera's clock; a ctime in the future (a skewed NFS server) does not count."""
+    try:
+        age = time.time() - path.lstat().st_ctime
+    except OSError:
+        return False  # the pipeline says what is wrong with it
+    return 0 <= age < delay

@@ -1,0 +1,1 @@
+"""The web page and HTTP API in the daemon (empty until the web issue lands)."""
