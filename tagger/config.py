@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -143,6 +143,41 @@ class LabelSettings(_Section):
     )
 
 
+class WebSettings(_Section):
+    """The web page and HTTP API that `tagger watch --listen` serves (off unless set)."""
+
+    listen: str = Field(
+        default="", description="HOST:PORT, or a bare PORT on loopback only; empty = no server"
+    )
+    inbox: Path | None = Field(
+        default=None, description="where uploads are written; default: inbox/ in data_dir"
+    )
+    password: SecretStr | None = Field(default=None, description="HTTP basic auth password")
+    password_file: Path | None = Field(default=None, description="a file holding the password")
+    token: SecretStr | None = Field(default=None, description="bearer token for API clients")
+    token_file: Path | None = Field(default=None, description="a file holding the token")
+    max_upload_bytes: int = Field(default=50_000_000, ge=1, description="bytes a photo may have")
+    max_request_bytes: int = Field(
+        default=200_000_000, ge=1, description="bytes one request may send, all files together"
+    )
+    thumbnail_cache_bytes: int = Field(
+        default=256_000_000, ge=1_000_000, description="disk the thumbnail cache may use"
+    )
+
+    def secret(self, name: Literal["password", "token"]) -> str | None:
+        """The password or token, from the setting (env, config) or else its file."""
+        value: SecretStr | None = getattr(self, name)
+        if value is not None:
+            return value.get_secret_value() or None
+        file: Path | None = getattr(self, f"{name}_file")
+        if file is None:
+            return None
+        try:
+            return file.read_text().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"web.{name}_file {file}: {exc.strerror}") from None
+
+
 class Settings(BaseSettings):
     """Every setting tagger has; `config.example.toml` documents each one."""
 
@@ -161,6 +196,7 @@ class Settings(BaseSettings):
     watch: WatchSettings = WatchSettings()
     query: QuerySettings = QuerySettings()
     labels: LabelSettings = LabelSettings()
+    web: WebSettings = WebSettings()
 
     @property
     def db_url(self) -> str:

@@ -14,8 +14,6 @@ import pytest
 from tagger.cli.main import cli
 from tests.helpers import ROOT
 
-ROOT = ROOT
-
 
 def unit() -> dict[str, list[str]]:
     """The unit file's keys (a key may repeat, as Environment= does)."""

@@ -8,8 +8,12 @@ rotation is applied to the small result (a centre square crop commutes with it).
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
 import logging
 import warnings
+from collections.abc import Callable
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -17,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from tagger.errors import BadImage, SkipFile, Unreadable
 from tagger.inference.specs import Geometry
 from tagger.pipeline.hashing import open_regular
-from tagger.records import Decoded, Hashed
+from tagger.records import Decoded, FileInfo, Hashed
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +56,37 @@ def decode(hashed: Hashed, geometry: Geometry, max_pixels: int) -> Decoded:
     """Decode `hashed.file` for the model, or raise `BadImage` saying why it cannot be."""
     if hashed.file.size == 0:
         raise BadImage("empty file (0 bytes)")
+
+    def read() -> Decoded:
+        with open_regular(hashed.file.path) as handle:
+            return _decode_from(handle, hashed, geometry, max_pixels)
+
+    return _with_reasons(read)
+
+
+def decode_bytes(data: bytes, geometry: Geometry, max_pixels: int) -> Decoded:
+    """Decode an upload held in memory (`POST /predict`), with the same checks and reasons."""
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    hashed = Hashed(FileInfo("<upload>", len(data), 0), hashlib.sha256(data).hexdigest())
+    return _with_reasons(lambda: _decode_from(io.BytesIO(data), hashed, geometry, max_pixels))
+
+
+def _decode_from(handle: BinaryIO, hashed: Hashed, geometry: Geometry, max_pixels: int) -> Decoded:
+    with Image.open(handle) as image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise BadImage(
+                f"too many pixels: {width}x{height} is over the limit of {max_pixels:,}"
+                " (scan.max_pixels)"
+            )
+        return _decode_open(hashed, image, geometry)
+
+
+def _with_reasons(read: Callable[[], Decoded]) -> Decoded:
+    """Turn what Pillow and the OS raise into `BadImage` (the content) or `Unreadable`."""
     try:
-        with open_regular(hashed.file.path) as handle, Image.open(handle) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise BadImage(
-                    f"too many pixels: {width}x{height} is over the limit of {max_pixels:,}"
-                    " (scan.max_pixels)"
-                )
-            return _decode_open(hashed, image, geometry)
+        return read()
     except SkipFile:
         raise
     except UnidentifiedImageError:
@@ -69,7 +95,9 @@ def decode(hashed: Hashed, geometry: Geometry, max_pixels: int) -> Decoded:
         raise Unreadable("file vanished while it was decoded") from None
     except OSError as exc:
         # Pillow's own "image file is truncated" and the like, or a seek past what the file
-        # system allows to an offset a damaged header gave (EINVAL): the content's fault.
+        # system allows, to an offset a damaged header gave (EINVAL): the content's fault.
+        # A file system that fails reads with EINVAL failed the hash stage's read of every
+        # byte first, which is a retried `Unreadable`.
         if exc.errno in (None, errno.EINVAL):
             raise BadImage(f"damaged image data: {_describe(exc)}") from None
         raise Unreadable(f"cannot read file: {exc.strerror}") from None  # EIO, ESTALE...

@@ -152,6 +152,7 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A session for reading; every write goes through the writer (store/writer.py)."""
         with Session(self.engine) as session:
             yield session
 

@@ -32,29 +32,92 @@ def file_report(store: Store, path: str) -> Row | None:
             "tags": [],
         }
         if image is not None:
-            report |= {
-                "status": image.status,
-                "error": image.error,
-                "sha256": image.sha256,
-                "width": image.width,
-                "height": image.height,
-                "format": image.format,
-                "model": image.model,
-                "weights_sha256": image.weights_sha256,
-                "tagged_at": image.tagged_at.isoformat() if image.tagged_at else None,
-                "tags": [
-                    {
-                        "rank": t.rank,
-                        "label": t.label,
-                        "class_index": t.class_index,
-                        "wnid": t.wnid,
-                        "score": round(t.score, 4),
-                        "derived": t.derived,
-                    }
-                    for t in image.tags
-                ],
-            }
+            report |= _image_facts(image)
         return report
+
+
+def _image_facts(image: Image) -> Row:
+    return {
+        "status": image.status,
+        "error": image.error,
+        "sha256": image.sha256,
+        "width": image.width,
+        "height": image.height,
+        "format": image.format,
+        "model": image.model,
+        "weights_sha256": image.weights_sha256,
+        "tagged_at": image.tagged_at.isoformat() if image.tagged_at else None,
+        "tags": [
+            {
+                "rank": t.rank,
+                "label": t.label,
+                "class_index": t.class_index,
+                "wnid": t.wnid,
+                "score": round(t.score, 4),
+                "derived": t.derived,
+            }
+            for t in image.tags
+        ],
+    }
+
+
+def image_report(store: Store, sha256: str) -> Row | None:
+    """Everything known about one content: its facts, tags, and every path that holds it
+    (present ones first), or None for content never seen."""
+    with store.session() as session:
+        image = session.scalars(select(Image).where(Image.sha256 == sha256)).one_or_none()
+        if image is None:
+            return None
+        files = session.scalars(
+            select(File)
+            .where(File.image_id == image.id)
+            .order_by(File.missing_since.is_not(None), File.path)
+        ).all()
+        return _image_facts(image) | {
+            "bytes": image.size,
+            "paths": [
+                {
+                    "path": f.path,
+                    "missing_since": f.missing_since.isoformat() if f.missing_since else None,
+                    "added": f.first_seen.isoformat(),
+                }
+                for f in files
+            ],
+        }
+
+
+def present_paths(store: Store, sha256: str) -> list[str]:
+    """The paths that hold this content now, as the store knows them."""
+    statement = (
+        select(File.path)
+        .join(Image, File.image_id == Image.id)
+        .where(Image.sha256 == sha256, PRESENT)
+        .order_by(File.path)
+    )
+    with store.session() as session:
+        return list(session.scalars(statement))
+
+
+def label_covers(store: Store, min_score: float) -> dict[str, str]:
+    """For each label, the content (sha256) that carries it with the best score."""
+    ranked = (
+        select(
+            Tag.label,
+            Image.sha256,
+            func.row_number()
+            .over(partition_by=Tag.label, order_by=(Tag.score.desc(), Image.sha256))
+            .label("place"),
+        )
+        .join(Image, Image.id == Tag.image_id)
+        .where(
+            Tag.score >= min_score,
+            select(File.id).where(File.image_id == Image.id, PRESENT).exists(),
+        )
+        .subquery()
+    )
+    statement = select(ranked.c.label, ranked.c.sha256).where(ranked.c.place == 1)
+    with store.session() as session:
+        return {label: sha for label, sha in session.execute(statement)}
 
 
 _FILES = func.count(func.distinct(File.id))

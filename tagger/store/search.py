@@ -53,6 +53,9 @@ def matching_files(
 ) -> Select[Any]:
     """Tagged files that match every term, with the label and score that made them match.
 
+    Longer than most functions here: one branch per kind of term, each a few lines, all
+    adding to the one statement; split up, the pieces would only pass it around.
+
     The score is the best among the first label term's tags (a derived `dog` or a breed);
     without label terms it is the best model label's. A label term's score is its best tag's:
     `score:` bounds apply to it, else `min_score` does.
@@ -133,6 +136,30 @@ def find(
                 "added": _iso(row.added),
                 "format": row.format,
             }
+
+
+def page(
+    store: Store, query: Query, min_score: float, sort: str, limit: int, offset: int = 0
+) -> list[Row]:
+    """One page of `find`'s rows, each with its content's sha256 (for the web page)."""
+    statement = (
+        matching_files(query, min_score, sort)
+        .add_columns(Image.sha256.label("sha256"))
+        .limit(limit)
+        .offset(offset)
+    )
+    with store.session() as session:
+        return [
+            {
+                "path": row.path,
+                "sha256": row.sha256,
+                "label": row.label,
+                "score": None if row.score is None else round(row.score, 4),
+                "added": _iso(row.added),
+                "format": row.format,
+            }
+            for row in session.execute(statement)
+        ]
 
 
 EXPORT_COLUMNS = [

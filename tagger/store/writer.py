@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,7 @@ from tagger.records import (
     utcnow,
 )
 from tagger.store.database import Store
+from tagger.store.rows import Rows, move, sweep, under, upsert_file
 from tagger.store.schema import File, Image, ImageStatus
 from tagger.store.schema import Tag as TagRow
 
@@ -87,6 +88,8 @@ class StoreWriter:
     def _enqueue(self, op: Op | _Call) -> None:
         while True:
             self.check()
+            if self._closing.is_set() or not self._thread.is_alive():
+                raise TaggerError("the database writer has stopped")
             try:
                 self._queue.put(op, timeout=0.5)
                 return
@@ -112,10 +115,25 @@ class StoreWriter:
         self.close()
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:  # a one-off write still queued must not leave its caller waiting forever
+            while True:
+                try:
+                    op = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(op, _Call) and op.future.set_running_or_notify_cancel():
+                    op.future.set_exception(TaggerError("the database writer has stopped"))
+
+    def _serve(self) -> None:
         while True:
             ops = [self._queue.get()]
             deadline = time.monotonic() + _GATHER_S
-            while ops[-1] is not _STOP and len(ops) < self._group:
+            # A one-off write has someone waiting for it: it ends the gathering.
+            while (
+                ops[-1] is not _STOP and not isinstance(ops[-1], _Call) and len(ops) < self._group
+            ):
                 try:
                     ops.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
@@ -149,6 +167,9 @@ class StoreWriter:
                 result = call.fn(session)
         except Exception as exc:  # the caller's to report; the writer goes on
             call.future.set_exception(exc)
+        except BaseException as exc:  # not an error of the write: the writer stops here
+            self._error = exc
+            call.future.set_exception(exc)
         else:
             call.future.set_result(result)
 
@@ -178,25 +199,25 @@ class StoreWriter:
     def _write(self, ops: list[Any]) -> None:
         now = utcnow()
         with Session(self._store.engine) as session, session.begin():
-            rows = _Rows(session, ops)
+            rows = Rows(session, ops)
             for op in ops:
                 if isinstance(op, Gone | Moved | Swept):  # bulk updates, after an autoflush
                     if isinstance(op, Gone):
                         session.execute(
                             update(File)
-                            .where(_under(op.path), File.missing_since.is_(None))
+                            .where(under(op.path), File.missing_since.is_(None))
                             .values(missing_since=now)
                         )
                     elif isinstance(op, Moved):
-                        _move(session, op, now)
+                        move(session, op, now)
                     else:
-                        _sweep(session, op, now)
+                        sweep(session, op, now)
                     rows.forget()
                     continue
                 with session.no_autoflush:
                     self._write_one(session, rows, op, now)
 
-    def _write_one(self, session: Session, rows: _Rows, op: Any, now: Any) -> None:
+    def _write_one(self, session: Session, rows: Rows, op: Any, now: Any) -> None:
         if isinstance(op, Tagged):
             image = self._upsert_image(
                 session, rows, op.decoded.hashed.sha256, op.decoded.hashed.file.size, now
@@ -223,7 +244,7 @@ class StoreWriter:
             if op.sha256 is not None:  # its duplicates are found again next time
                 self._pending_links.pop(op.sha256, None)
             if os.path.lexists(op.file.path):  # not a row for a file already gone
-                _upsert_file(rows, op.file, None, now, error=op.reason)
+                upsert_file(rows, op.file, None, now, error=op.reason)
         elif isinstance(op, Failure) and op.sha256 is not None:
             known = rows.image(op.sha256)
             if known is not None and known.status == ImageStatus.TAGGED:
@@ -237,18 +258,18 @@ class StoreWriter:
                 known.tags = []
             self._link_all(rows, known, op.file, now)
         elif isinstance(op, Failure):
-            _upsert_file(rows, op.file, None, now, error=op.reason)
+            upsert_file(rows, op.file, None, now, error=op.reason)
         elif isinstance(op, Link):
             found = rows.image(op.sha256)
             if found is None:
                 self._pending_links[op.sha256].append(op.file)
             else:
-                _upsert_file(rows, op.file, found, now)
+                upsert_file(rows, op.file, found, now)
         elif isinstance(op, Seen):
-            _upsert_file(rows, op.file, None, now, touch_only=True)
+            upsert_file(rows, op.file, None, now, touch_only=True)
 
     def _upsert_image(
-        self, session: Session, rows: _Rows, sha256: str, size: int, now: Any
+        self, session: Session, rows: Rows, sha256: str, size: int, now: Any
     ) -> Image:
         image = rows.image(sha256)
         if image is None:
@@ -258,127 +279,9 @@ class StoreWriter:
         image.tagged_at = now
         return image
 
-    def _link_all(self, rows: _Rows, image: Image, file: FileInfo, now: Any) -> None:
+    def _link_all(self, rows: Rows, image: Image, file: FileInfo, now: Any) -> None:
         for each in [file, *self._pending_links.pop(image.sha256, [])]:
-            _upsert_file(rows, each, image, now)
-
-
-_Row = TypeVar("_Row", Image, File)
-
-
-class _Rows:
-    """The images and files one transaction touches, read with a query per 500 keys rather
-    than one per operation (each of which also flushed the session): on a scan that was
-    most of the writer's time. New rows are added here as they are made."""
-
-    def __init__(self, session: Session, ops: list[Any]) -> None:
-        self.session = session
-        self.images: dict[str, Image | None] = {}
-        self.files: dict[str, File | None] = {}
-        shas, paths = set(), set()
-        for op in ops:
-            if isinstance(op, Tagged):
-                shas.add(op.decoded.hashed.sha256)
-                paths.add(op.decoded.hashed.file.path)
-            elif isinstance(op, Link | Failure):
-                if op.sha256 is not None:
-                    shas.add(op.sha256)
-                paths.add(op.file.path)
-            elif isinstance(op, Seen):
-                paths.add(op.file.path)
-        with session.no_autoflush:
-            self._load(self.images, Image.sha256, shas)
-            self._load(self.files, File.path, paths)
-
-    def _load(self, into: dict[str, Any], key: Any, wanted: set[str]) -> None:
-        ordered = sorted(wanted)
-        for start in range(0, len(ordered), 500):
-            chunk = ordered[start : start + 500]
-            into.update(dict.fromkeys(chunk))
-            for row in self.session.scalars(select(key.class_).where(key.in_(chunk))):
-                into[getattr(row, key.key)] = row
-
-    def image(self, sha256: str) -> Image | None:
-        return self._get(self.images, Image.sha256, sha256)
-
-    def file(self, path: str) -> File | None:
-        return self._get(self.files, File.path, path)
-
-    def _get(self, into: dict[str, _Row | None], key: Any, value: str) -> _Row | None:
-        if value not in into:
-            self._load(into, key, {value})
-        return into[value]
-
-    def forget(self) -> None:
-        """After a bulk update: what was read may have moved or changed."""
-        self.images.clear()
-        self.files.clear()
-
-
-def _upsert_file(
-    rows: _Rows,
-    file: FileInfo,
-    image: Image | None,
-    now: Any,
-    error: str | None = None,
-    touch_only: bool = False,
-) -> None:
-    row = rows.file(file.path)
-    if row is None:
-        if touch_only:
-            return
-        row = File(path=file.path, size=file.size, mtime_ns=file.mtime_ns, first_seen=now)
-        rows.session.add(row)
-        rows.files[file.path] = row
-    row.last_seen, row.missing_since = now, None
-    if image is not None and not os.path.lexists(file.path):
-        # Deleted or renamed while it was being tagged: its `Gone` was written before this.
-        row.missing_since = now
-    if touch_only:
-        return
-    row.size, row.mtime_ns, row.error = file.size, file.mtime_ns, error
-    row.image = image
-
-
-def _under(path: str) -> ColumnElement[bool]:
-    """The path itself, or anything below it as a folder (a range scan on the path index)."""
-    return or_(File.path == path, and_(File.path > f"{path}/", File.path < f"{path}0"))
-
-
-def _move(session: Session, op: Moved, now: Any) -> None:
-    """Rows under `src` follow the rename; whatever `dst` held before is replaced.
-
-    Nothing under `src` (a file's own event after its folder's, which moved it already):
-    nothing to do, and `dst` must be left alone."""
-    rows = session.scalars(select(File).where(_under(op.src))).all()
-    if not rows:
-        return
-    session.execute(delete(File).where(_under(op.dst)))
-    for row in rows:
-        row.path = op.dst + row.path[len(op.src) :]
-        row.last_seen, row.missing_since = now, None
-
-
-def _sweep(session: Session, op: Swept, now: Any) -> None:
-    rows = session.execute(
-        select(File.id, File.path).where(
-            _under(op.root), File.missing_since.is_(None), File.last_seen < op.started
-        )
-    ).all()
-    gone = [row.id for row in rows if row.path not in op.present]
-    if gone and not op.present:
-        log.warning(
-            "found nothing under %s, which held %d files: not marking them missing "
-            "(is it mounted?)",
-            op.root,
-            len(gone),
-        )
-        return
-    for start in range(0, len(gone), 500):
-        chunk = gone[start : start + 500]
-        session.execute(update(File).where(File.id.in_(chunk)).values(missing_since=now))
-    if gone:
-        log.info("%d files under %s are gone; marked missing", len(gone), op.root)
+            upsert_file(rows, each, image, now)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -51,10 +51,13 @@ class Intake:
             return True
 
     def put(self, item: Item, stop: threading.Event) -> None:
-        """Queue, waiting for room (the rescan walk uses this); a busy path is skipped."""
+        """Queue, waiting for room (the rescan walk uses this); a path already queued or busy
+        is skipped."""
         with self._cond:
             while not self._closed and not stop.is_set():
-                if isinstance(item, Path) and str(item) in self._busy:
+                if isinstance(item, Path) and (
+                    str(item) in self._busy or str(item) in self._queued
+                ):
                     return
                 if not isinstance(item, Path) or len(self._queued) < self._capacity:
                     break

@@ -17,7 +17,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from tagger.errors import SchemaError
+from tagger.errors import SchemaError, TaggerError
 from tagger.pipeline.batching import END, batches
 from tagger.query.language import parse
 from tagger.records import (
@@ -34,10 +34,10 @@ from tagger.records import (
     Tagged,
     utcnow,
 )
-from tagger.service import retag as mark_for_retag
 from tagger.store.database import Store, alembic_config, make_engine, schema_revisions
+from tagger.store.maintenance import retag
 from tagger.store.reports import failures
-from tagger.store.writer import StoreWriter
+from tagger.store.writer import StoreWriter, write_once
 from tests.helpers import Result
 
 
@@ -54,7 +54,7 @@ def test_models_and_migrations_agree(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'check.db'}")
     config = alembic_config(engine)
     command.upgrade(config, "head")
-    command.check(config)  # raises if the tables in tagger/schema.py need a new migration
+    command.check(config)  # raises if the tables in tagger/store/schema.py need a new migration
 
 
 def test_first_use_creates_the_schema_with_sqlite_settings(tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_a_failed_re_read_keeps_the_tags_an_earlier_model_gave(tmp_path: Path) -
     assert failures(store)[0]["reason"] == "too many pixels (kept the tags old gave before)"
     state = store.image_state(hashed.sha256)
     assert state is not None and state.current(ModelId("new", "1" * 64))
-    assert mark_for_retag(store, parse([]), 0.0) == 1
+    assert write_once(store, lambda session: retag(session, parse([]), 0.0)) == 1
     state = store.image_state(hashed.sha256)
     assert state is not None and not state.current(ModelId("new", "1" * 64))
     store.close()
@@ -264,4 +264,33 @@ def test_a_failing_one_off_write_is_the_callers_error_and_the_writer_goes_on(
         writer.put(Failure(FileInfo(str(tmp_path / "b.jpg"), 1, 1), "bad"))
     with sqlite3.connect(tmp_path / "t.db") as connection:
         assert connection.execute("SELECT count(*) FROM files").fetchone() == (1,)
+    store.close()
+
+
+def test_a_one_off_write_after_close_is_refused_not_left_waiting(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    writer = StoreWriter(store)
+    writer.close()
+    with pytest.raises(TaggerError, match="writer has stopped"):
+        writer.submit(lambda session: None)
+    store.close()
+
+
+def test_a_one_off_write_that_stops_the_writer_fails_what_waits_behind_it(
+    tmp_path: Path,
+) -> None:
+    """A BaseException in a one-off write stops the writer; no caller waits forever."""
+    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+
+    def interrupted(session: Session) -> None:
+        raise KeyboardInterrupt
+
+    writer = StoreWriter(store)
+    first = writer.submit(interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        first.result(timeout=10)
+    with pytest.raises(TaggerError):
+        writer.submit(lambda session: None).result(timeout=10)
+    with pytest.raises(TaggerError, match="cannot write to the database"):
+        writer.close()
     store.close()

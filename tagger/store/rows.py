@@ -1,0 +1,133 @@
+"""The rows one write transaction touches: read in bulk, created or updated one by one,
+and moved or marked missing by path. Only the writer thread (writer.py) calls these."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from tagger.records import Failure, FileInfo, Link, Moved, Seen, Swept, Tagged
+from tagger.store.schema import File, Image
+
+log = logging.getLogger(__name__)
+
+_Row = TypeVar("_Row", Image, File)
+
+
+class Rows:
+    """The images and files one transaction touches, read with a query per 500 keys rather
+    than one per operation (each of which also flushed the session): on a scan that was
+    most of the writer's time. New rows are added here as they are made."""
+
+    def __init__(self, session: Session, ops: list[Any]) -> None:
+        self.session = session
+        self.images: dict[str, Image | None] = {}
+        self.files: dict[str, File | None] = {}
+        shas, paths = set(), set()
+        for op in ops:
+            if isinstance(op, Tagged):
+                shas.add(op.decoded.hashed.sha256)
+                paths.add(op.decoded.hashed.file.path)
+            elif isinstance(op, Link | Failure):
+                if op.sha256 is not None:
+                    shas.add(op.sha256)
+                paths.add(op.file.path)
+            elif isinstance(op, Seen):
+                paths.add(op.file.path)
+        with session.no_autoflush:
+            self._load(self.images, Image.sha256, shas)
+            self._load(self.files, File.path, paths)
+
+    def _load(self, into: dict[str, Any], key: Any, wanted: set[str]) -> None:
+        ordered = sorted(wanted)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            into.update(dict.fromkeys(chunk))
+            for row in self.session.scalars(select(key.class_).where(key.in_(chunk))):
+                into[getattr(row, key.key)] = row
+
+    def image(self, sha256: str) -> Image | None:
+        return self._get(self.images, Image.sha256, sha256)
+
+    def file(self, path: str) -> File | None:
+        return self._get(self.files, File.path, path)
+
+    def _get(self, into: dict[str, _Row | None], key: Any, value: str) -> _Row | None:
+        if value not in into:
+            self._load(into, key, {value})
+        return into[value]
+
+    def forget(self) -> None:
+        """After a bulk update: what was read may have moved or changed."""
+        self.images.clear()
+        self.files.clear()
+
+
+def upsert_file(
+    rows: Rows,
+    file: FileInfo,
+    image: Image | None,
+    now: Any,
+    error: str | None = None,
+    touch_only: bool = False,
+) -> None:
+    row = rows.file(file.path)
+    if row is None:
+        if touch_only:
+            return
+        row = File(path=file.path, size=file.size, mtime_ns=file.mtime_ns, first_seen=now)
+        rows.session.add(row)
+        rows.files[file.path] = row
+    row.last_seen, row.missing_since = now, None
+    if image is not None and not os.path.lexists(file.path):
+        # Deleted or renamed while it was being tagged: its `Gone` was written before this.
+        row.missing_since = now
+    if touch_only:
+        return
+    row.size, row.mtime_ns, row.error = file.size, file.mtime_ns, error
+    row.image = image
+
+
+def under(path: str) -> ColumnElement[bool]:
+    """The path itself, or anything below it as a folder (a range scan on the path index)."""
+    return or_(File.path == path, and_(File.path > f"{path}/", File.path < f"{path}0"))
+
+
+def move(session: Session, op: Moved, now: Any) -> None:
+    """Rows under `src` follow the rename; whatever `dst` held before is replaced.
+
+    Nothing under `src` (a file's own event after its folder's, which moved it already):
+    nothing to do, and `dst` must be left alone."""
+    rows = session.scalars(select(File).where(under(op.src))).all()
+    if not rows:
+        return
+    session.execute(delete(File).where(under(op.dst)))
+    for row in rows:
+        row.path = op.dst + row.path[len(op.src) :]
+        row.last_seen, row.missing_since = now, None
+
+
+def sweep(session: Session, op: Swept, now: Any) -> None:
+    rows = session.execute(
+        select(File.id, File.path).where(
+            under(op.root), File.missing_since.is_(None), File.last_seen < op.started
+        )
+    ).all()
+    gone = [row.id for row in rows if row.path not in op.present]
+    if gone and not op.present:
+        log.warning(
+            "found nothing under %s, which held %d files: not marking them missing "
+            "(is it mounted?)",
+            op.root,
+            len(gone),
+        )
+        return
+    for start in range(0, len(gone), 500):
+        chunk = gone[start : start + 500]
+        session.execute(update(File).where(File.id.in_(chunk)).values(missing_since=now))
+    if gone:
+        log.info("%d files under %s are gone; marked missing", len(gone), op.root)
