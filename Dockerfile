@@ -3,9 +3,11 @@
 #
 #   docker build -t tagger .                          # bundled EfficientNet-Lite0 weights
 #   docker build -t tagger --build-arg MODEL=resnet18 .   # bake TorchVision ResNet-18 in
-#   docker run -d --name tagger --user 1026:100 --network none \
+#   docker run -d --name tagger --user 1026:100 -p 8080:8080 -e TAGGER_WEB__PASSWORD=... \
 #     -v /volume1/photos:/app/uploads:ro -v /volume1/docker/tagger:/data tagger
+#   open http://NAS:8080/ ; curl -u :PASSWORD -F file=@cat.jpg http://NAS:8080/predict
 #   docker exec tagger tagger query --label cat
+# Without the web page: -e TAGGER_WEB__LISTEN= --network none (nothing leaves, nothing enters).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -40,12 +42,15 @@ COPY --from=build /opt/tagger /opt/tagger
 ENV PATH=/opt/tagger/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     TAGGER_DATA_DIR=/data \
-    TAGGER_MODEL__NAME=$MODEL
+    TAGGER_MODEL__NAME=$MODEL \
+    TAGGER_WEB__LISTEN=0.0.0.0:8080
 USER tagger
 WORKDIR /data
 VOLUME ["/data"]
 # Exit 0 while `tagger watch` runs and answers; 3 when it does not run.
 HEALTHCHECK --interval=60s --timeout=30s --start-period=120s --retries=3 CMD ["tagger", "status"]
+# The web page and API (set TAGGER_WEB__PASSWORD or TAGGER_WEB__TOKEN when others can reach it).
+EXPOSE 8080
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["tagger"]
 CMD ["watch", "/app/uploads"]

@@ -86,12 +86,18 @@ def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int
     type=click.Choice(["auto", "native", "polling"]),
     help="how changes are noticed [watch.observer, default auto]",
 )
+@click.option(
+    "--listen",
+    metavar="[HOST:]PORT",
+    help="serve the web page and API here; a bare PORT is loopback only [web.listen]",
+)
 @model_options
 @pass_app
 def watch(
     app: App,
     folders: tuple[Path, ...],
     observer: str | None,
+    listen: str | None,
     model: str | None,
     batch_size: int | None,
 ) -> None:
@@ -104,15 +110,24 @@ def watch(
     (`tagger prune` forgets them). SIGTERM or Ctrl-C stops cleanly; what was not finished
     is picked up at the next start. Under systemd (Type=notify) it reports readiness and
     sends watchdog heartbeats. Without FOLDERS, watch.paths from the config is used.
+
+    With --listen it also serves a web page (upload, photos, labels, status) and a JSON
+    API, `POST /predict` among it; uploads land in web.inbox, which is watched too, so
+    --listen alone (no FOLDERS) is a complete photo-tagging service.
     """
     changed = overrides(model, batch_size)
     if observer:
         changed["watch"] = {"observer": observer}
+    if listen:
+        changed["web"] = {"listen": listen}
     settings = app.settings(**changed)
     logging.getLogger().setLevel(settings.log_level)  # a daemon's log is its journal
-    roots = list(folders) or settings.watch.paths
-    if not roots:
-        raise click.UsageError("no folder to watch: give one, or set watch.paths in the config")
+    roots = list(folders) or list(settings.watch.paths)
+    if not roots and not settings.web.listen:
+        raise click.UsageError(
+            "no folder to watch: give one, set watch.paths in the config, or serve uploads"
+            " with --listen"
+        )
     from tagger.watch.daemon import Daemon
     from tagger.watch.systemd import Notifier
 
@@ -125,10 +140,21 @@ def watch(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
     notifier = Notifier()
+    classifier = app.classifier(settings)
+    web = None
+    if settings.web.listen:
+        from tagger.web.run import WebRun
+
+        web = WebRun(settings, app.store(), classifier)
+        roots.append(web.inbox)
+        classifier = web.classifier
     try:
-        daemon = Daemon(settings, app.store(), app.classifier(settings), roots, notifier)
-        summary = daemon.run(stop)
+        daemon = Daemon(settings, app.store(), classifier, roots, notifier)
+        start = None if web is None else (lambda: web.start(daemon, daemon.roots))
+        summary = daemon.run(stop, on_start=start)
     finally:
+        if web is not None:
+            web.stop()
         notifier.close()
     click.echo(f"Stopped after {summary}.")
 

@@ -27,10 +27,19 @@ BEST_BATCH: dict[Precision, int] = {"fp32": 4, "bf16": 4, "int8": 8}
 class Classifier(Protocol):
     """What the pipeline needs from a model, whatever runs it."""
 
-    spec: ModelSpec
-    id: ModelId
-    label_rules: LabelRules
-    batch_size: int  # images per forward pass; the pipeline gathers batches of this size
+    @property
+    def spec(self) -> ModelSpec: ...
+
+    @property
+    def id(self) -> ModelId: ...
+
+    @property
+    def label_rules(self) -> LabelRules: ...
+
+    @property
+    def batch_size(self) -> int:
+        """Images per forward pass; the pipeline gathers batches of this size."""
+        ...
 
     def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
         """The `top_k` labels with softmax confidences for each HxWx3 image of the batch."""

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,9 @@ from tagger.inference.specs import ModelSpec, checked_weights, spec_for
 from tagger.labels.classes import imagenet_labels
 from tagger.labels.hierarchy import LabelRules
 from tagger.records import ModelId, Tag
+
+if TYPE_CHECKING:
+    from tagger.inference.torch_model import TorchClassifier
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +182,7 @@ def _load(
     runtime: str,
     precision: str,
     batch_size: int,
-) -> Classifier:
+) -> TorchClassifier | OnnxRuntimeClassifier | OpenVinoClassifier:
     spec = spec_for(name)
     choice = choose(spec, runtime, precision)
     batch_size = batch_size or BEST_BATCH[choice.precision]

@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,8 +68,11 @@ class Daemon:
         # Paths to settle, from other threads: retries, and files a rescan found being written.
         self._later: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
 
-    def run(self, stop: threading.Event) -> Summary:
-        """Watch until `stop` is set; raises what stopped the pipeline, if anything did."""
+    def run(self, stop: threading.Event, on_start: Callable[[], object] | None = None) -> Summary:
+        """Watch until `stop` is set; raises what stopped the pipeline, if anything did.
+
+        `on_start` runs once this is the database's one daemon and its folders are watched,
+        before the reconcile (the web server starts there)."""
         for root in self._roots:
             if not root.is_dir():
                 raise TaggerError(f"cannot watch {root}: not a folder")
@@ -82,6 +85,8 @@ class Daemon:
             try:
                 for root in self._roots:  # watch first, so nothing slips between walk and watch
                     self.observers.watch(root)
+                if on_start is not None:
+                    on_start()
                 rescan = self._rescan(stop)
                 self.state = "reconciling"
                 self._notifier.notify("READY=1", f"STATUS={self._status_line()}")
@@ -224,6 +229,14 @@ class Daemon:
         if is_directory:
             return self._filter.wanted_folder(Path(path), root)
         return self._filter.wanted(Path(path), root)
+
+    @property
+    def roots(self) -> list[Path]:
+        return list(self._roots)
+
+    def healthy(self, within: float = 60.0) -> bool:
+        """Running, and either idle or making progress within `within` seconds."""
+        return self.state in ("reconciling", "watching") and self._healthy(within)
 
     def _healthy(self, heartbeat: float) -> bool:
         """Alive, and either idle or making progress: a hung model stops the heartbeat."""

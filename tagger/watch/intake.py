@@ -53,16 +53,15 @@ class Intake:
     def put(self, item: Item, stop: threading.Event) -> None:
         """Queue, waiting for room (the rescan walk uses this); a path already queued or busy
         is skipped."""
-        with self._cond:
+        with self._cond:  # re-entrant: offer() takes it again, so no one slips in between
             while not self._closed and not stop.is_set():
                 if isinstance(item, Path) and (
                     str(item) in self._busy or str(item) in self._queued
                 ):
                     return
-                if not isinstance(item, Path) or len(self._queued) < self._capacity:
-                    break
+                if self.offer(item):
+                    return
                 self._cond.wait(0.5)
-        self.offer(item)
 
     def items(self, stop: threading.Event) -> Iterator[Item]:
         """What the pipeline reads: blocks for work, ends on stop or close."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
+from tagger.pipeline.runner import Item
 from tagger.records import Gone, Moved, Outcome
 from tagger.watch.intake import Intake
 
@@ -26,7 +27,12 @@ def stop() -> Iterator[threading.Event]:
     guard.join()
 
 
-def drain(intake: Intake) -> list[object]:
+def reading(intake: Intake, stop: threading.Event) -> Generator[Item, None, None]:
+    """items(), closable: closing it in a finally frees the intake even if a test failed."""
+    yield from intake.items(stop)
+
+
+def drain(intake: Intake) -> list[Item]:
     """Close the intake and return what the pipeline would still read from it."""
     intake.close()
     stop = threading.Event()
@@ -88,7 +94,7 @@ def test_items_fifo_then_ends_on_close(tmp_path: Path) -> None:
 def test_items_waits_for_work_until_close(tmp_path: Path, stop: threading.Event) -> None:
     """A waiting reader gets items offered later and ends when the intake is closed."""
     intake = Intake(capacity=10)
-    got: list[object] = []
+    got: list[Item] = []
     reader = threading.Thread(target=lambda: got.extend(intake.items(stop)), name="test-reader")
     reader.start()
     try:
@@ -196,7 +202,7 @@ def test_put_waits_for_room(tmp_path: Path, stop: threading.Event) -> None:
     intake = Intake(capacity=1)
     a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
     intake.offer(a)
-    items = intake.items(stop)
+    items = reading(intake, stop)
     writer = threading.Thread(target=intake.put, args=(b, stop), name="test-put")
     writer.start()
     try:
@@ -219,7 +225,7 @@ def test_put_skips_busy_path(tmp_path: Path, stop: threading.Event) -> None:
     intake = Intake(capacity=1)
     a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
     intake.offer(a)
-    items = intake.items(stop)
+    items = reading(intake, stop)
     assert next(items) == a
     intake.offer(b)  # now full
     writer = threading.Thread(target=intake.put, args=(a, stop), name="test-put")

@@ -1,0 +1,129 @@
+"""One model for the pipeline and for the people waiting on the web page.
+
+`POST /predict` and uploads ask for predictions here. Requests that arrive together are
+classified as one batch (whatever is queued when the model frees up, up to its batch size),
+and that batch goes before the pipeline's next one: a person never waits behind a rescan's
+backlog, only behind the one batch that is running.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from tagger.inference.base import TOP_K, Classifier
+from tagger.inference.specs import ModelSpec
+from tagger.labels.hierarchy import LabelRules
+from tagger.pipeline.batching import END, EndOfInput, batches
+from tagger.records import ModelId, Tag
+
+# (who asked: "web" or "pipeline", images in the batch, seconds the forward pass took)
+Observer = Callable[[str, int, float], None]
+
+
+@dataclass(frozen=True)
+class _Request:
+    pixels: npt.NDArray[np.uint8]
+    top_k: int
+    future: Future[list[Tag]]
+
+
+class SharedClassifier:
+    """A `Classifier` for the pipeline that also takes urgent requests from the web."""
+
+    def __init__(self, inner: Classifier, observe: Observer | None = None) -> None:
+        self._inner = inner
+        self._observe = observe
+        self._cond = threading.Condition()
+        self._busy = False
+        self._urgent = 0  # web batches waiting for the model
+        self._requests: queue.Queue[_Request | EndOfInput] = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name="tagger-predict", daemon=True)
+        self._thread.start()
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self._inner.spec
+
+    @property
+    def id(self) -> ModelId:
+        return self._inner.id
+
+    @property
+    def batch_size(self) -> int:
+        return self._inner.batch_size
+
+    @property
+    def label_rules(self) -> LabelRules:
+        return self._inner.label_rules
+
+    @property
+    def runtime(self) -> str:
+        """What runs the model, for the status page."""
+        return type(self._inner).__name__
+
+    def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
+        """The pipeline's way in: waits while a web batch runs or waits."""
+        with self._turn(urgent=False):
+            return self._run("pipeline", pixels, top_k)
+
+    def predict(self, pixels: npt.NDArray[np.uint8], top_k: int = 3) -> Future[list[Tag]]:
+        """The `top_k` model classes (no derived labels) of one HxWx3 image, best first."""
+        future: Future[list[Tag]] = Future()
+        if not self._thread.is_alive():
+            future.set_exception(RuntimeError("the model is shutting down"))
+        else:
+            self._requests.put(_Request(pixels, top_k, future))
+        return future
+
+    def close(self) -> None:
+        self._requests.put(END)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        batch: list[_Request]
+        for batch in batches(self._requests, self._inner.batch_size, max_wait=0.0):
+            wanted = max(request.top_k for request in batch)
+            try:
+                with self._turn(urgent=True):
+                    tags = self._run("web", np.stack([r.pixels for r in batch]), wanted)
+            except Exception as exc:  # each caller gets the error; the server goes on
+                for request in batch:
+                    request.future.set_exception(exc)
+                continue
+            for request, image_tags in zip(batch, tags, strict=True):
+                direct = [tag for tag in image_tags if not tag.derived]
+                request.future.set_result(direct[: request.top_k])
+
+    def _run(self, who: str, pixels: npt.NDArray[np.uint8], top_k: int) -> list[list[Tag]]:
+        started = time.perf_counter()
+        tags = self._inner.classify(pixels, top_k)
+        if self._observe is not None:
+            self._observe(who, len(pixels), time.perf_counter() - started)
+        return tags
+
+    @contextmanager
+    def _turn(self, urgent: bool) -> Iterator[None]:
+        """Hold the model alone; urgent (web) turns go before waiting pipeline turns."""
+        with self._cond:
+            self._urgent += urgent
+            try:
+                while self._busy or (not urgent and self._urgent):
+                    self._cond.wait()
+            finally:
+                self._urgent -= urgent
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()

@@ -1,0 +1,83 @@
+"""uvicorn in a thread of `tagger watch`: one worker in the daemon's process, so the web page
+shares its store, its one writer and its loaded model."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+
+import uvicorn
+from starlette.applications import Starlette
+
+from tagger.errors import ConfigError, TaggerError
+
+log = logging.getLogger(__name__)
+_START_TIMEOUT_S = 30
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`web.listen` as (host, port): a bare port means loopback only."""
+    text = listen.strip()
+    host, _, port = text.rpartition(":") if ":" in text else ("127.0.0.1", "", text)
+    host = host.strip("[]") or "0.0.0.0"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"web.listen {listen!r}: give PORT or HOST:PORT, e.g. 0.0.0.0:8080")
+    return host, int(port)
+
+
+def loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WebServer:
+    """Started before the daemon's reconcile, stopped after its pipeline; requests in flight
+    get a few seconds to finish."""
+
+    def __init__(self, app: Starlette, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=5,
+            workers=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="tagger-web", daemon=True)
+        self.address = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+    def _serve(self) -> None:
+        try:
+            self._server.run()
+        except BaseException as exc:  # uvicorn exits (SystemExit) when it cannot bind
+            self._failure = exc
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise TaggerError(
+                    f"cannot listen on {self.address}: the address is in use or not this "
+                    "machine's (see the log above)"
+                )
+            time.sleep(0.02)
+        log.info("web page and API at %s", self.address)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
