@@ -3,6 +3,7 @@ shares its store, its one writer and its loaded model."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import threading
@@ -34,6 +35,22 @@ def loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class _RequestsCutShort(logging.Filter):
+    """At shutdown uvicorn cancels requests still running after the grace period (a client
+    stuck mid-upload) and logs each as a crash with a traceback; it is one line here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Cancel "):  # "Cancel 1 running task(s), ..."
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, asyncio.CancelledError) or isinstance(
+            getattr(error, "__context__", None), asyncio.CancelledError
+        ):
+            log.warning("stopped a request still running at shutdown")
+            return False
+        return True
 
 
 class WebServer:
@@ -79,5 +96,6 @@ class WebServer:
         return self._thread.is_alive()
 
     def stop(self) -> None:
+        logging.getLogger("uvicorn.error").addFilter(_RequestsCutShort())
         self._server.should_exit = True
         self._thread.join(timeout=15)
