@@ -141,6 +141,9 @@ class LabelSettings(_Section):
         default_factory=lambda: ["entity", "physical entity", "abstraction", "object", "whole"],
         description="labels never stored",
     )
+    language: Literal["en", "zh"] = Field(
+        default="en", description="label names shown: English, or Chinese (zh); queries take both"
+    )
 
 
 class WebSettings(_Section):

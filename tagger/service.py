@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from tagger.config import Settings
 from tagger.errors import SkipFile
+from tagger.labels.names import Language, chinese
 from tagger.store.database import Store
 
 if TYPE_CHECKING:  # the runtimes take seconds to import: only commands that run a model pay
@@ -52,7 +53,11 @@ class Prediction:
 
 
 def predict(
-    classifier: Classifier, paths: Iterable[Path], max_pixels: int, top_k: int = 3
+    classifier: Classifier,
+    paths: Iterable[Path],
+    max_pixels: int,
+    top_k: int = 3,
+    language: Language = "en",
 ) -> Iterable[Prediction]:
     """Classify each file on its own, storing nothing; model classes only, best first."""
     from tagger.pipeline.decode import decode
@@ -70,6 +75,7 @@ def predict(
             str(path),
             [
                 {"label": t.label, "class_index": t.class_index, "score": round(t.score, 4)}
+                | ({"label_zh": chinese(t.wnid)} if language == "zh" else {})
                 for t in tags
             ],
             seconds=time.perf_counter() - started,
@@ -106,22 +112,23 @@ def status_report(settings: Settings, open_store: Callable[[], Store]) -> Status
     return StatusReport(report, running, stale)
 
 
-def label_catalogue() -> list[dict[str, Any]]:
-    """Every label a query can name: the model's classes, then the WordNet labels above them."""
+def label_catalogue(language: Language = "en") -> list[dict[str, Any]]:
+    """Every label a query can name: the model's classes, then the WordNet labels above them.
+    In Chinese, its Chinese names are synonyms too."""
     from tagger.labels.hierarchy import hierarchy, normalise
 
     known = hierarchy()
-    return [
-        {
-            "class_index": synset.class_index,
-            "wnid": synset.wnid,
-            "label": synset.name,
-            "synonyms": ", ".join(
-                w.replace("_", " ") for w in synset.lemmas if normalise(w) != normalise(synset.name)
-            ),
-        }
-        for synset in [*known.classes, *(known[w] for w in known.ancestor_wnids)]
-    ]
+    rows = []
+    for synset in [*known.classes, *(known[w] for w in known.ancestor_wnids)]:
+        words = [
+            w.replace("_", " ") for w in synset.lemmas if normalise(w) != normalise(synset.name)
+        ]
+        row = {"class_index": synset.class_index, "wnid": synset.wnid, "label": synset.name}
+        if language == "zh":
+            row["label_zh"] = synset.zh[0] if synset.zh else None
+            words += synset.zh[1:]
+        rows.append(row | {"synonyms": ", ".join(words)})
+    return rows
 
 
 def prune(store: Store, dry_run: bool) -> tuple[int, int]:

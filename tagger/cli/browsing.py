@@ -12,6 +12,8 @@ from tagger.cli.common import (
     App,
     example,
     format_option,
+    lang_option,
+    localised,
     min_score_option,
     parse_terms,
     pass_app,
@@ -47,6 +49,7 @@ from tagger.store.search import SORTS
 @click.option("--limit", type=click.IntRange(1), help="at most this many files")
 @format_option()
 @click.option("-0", "--null", is_flag=True, help="bare paths ended by NUL, for xargs -0")
+@lang_option
 @pass_app
 def query(
     app: App,
@@ -57,6 +60,7 @@ def query(
     limit: int | None,
     fmt: str,
     null: bool,
+    lang: str | None,
 ) -> None:
     """Find files whose tags match TERMS (all of them), best matches first.
 
@@ -82,7 +86,8 @@ def query(
         parsed = Query((named, *parsed.terms))
         print_notes(Query((named,)))
     threshold = app.min_score(min_score)
-    rows = find(app.store(), parsed, threshold, sort, limit)
+    language = app.language(lang)
+    rows = find(app.store(), parsed, threshold, sort, limit, language)
     if null or fmt == "paths":
         for row in rows:
             click.echo(row["path"], nl=not null)
@@ -94,7 +99,7 @@ def query(
         what = f"tagged {label!r} at {threshold} or more" if label and not terms else "match"
         click.echo(f"no files {what}", err=True)
         return
-    print_rows(found, ["path", "label", "score"], fmt)
+    print_rows(found, ["path", "label", "score"], fmt, language=language)
 
 
 @click.command(
@@ -115,8 +120,11 @@ def query(
     default="-",
     help="write here instead of standard output",
 )
+@lang_option
 @pass_app
-def export(app: App, fmt: str, terms: str | None, min_score: float | None, output: Any) -> None:
+def export(
+    app: App, fmt: str, terms: str | None, min_score: float | None, output: Any, lang: str | None
+) -> None:
     """Write every tagged file with all its tags and scores, streamed in path order."""
     import csv
     import shlex
@@ -129,12 +137,14 @@ def export(app: App, fmt: str, terms: str | None, min_score: float | None, outpu
     except ValueError as exc:
         raise TaggerError(f"--query {terms!r}: {exc}") from None
     threshold = app.min_score(min_score)
-    files = exported(app.store(), parse_terms(words), threshold)
+    language = app.language(lang)
+    files = exported(app.store(), parse_terms(words), threshold, language)
     if fmt == "json":
         for file in files:
             output.write(json.dumps(file, ensure_ascii=False) + "\n")
         return
-    writer = csv.DictWriter(output, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    _, columns = localised([], EXPORT_COLUMNS, fmt, language)
+    writer = csv.DictWriter(output, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for file in files:
         writer.writerows(flat(file))
@@ -145,12 +155,14 @@ def export(app: App, fmt: str, terms: str | None, min_score: float | None, outpu
 )
 @click.argument("path", type=click.Path(path_type=Path))
 @format_option("table", "json")
+@lang_option
 @pass_app
-def show(app: App, path: Path, fmt: str) -> None:
+def show(app: App, path: Path, fmt: str, lang: str | None) -> None:
     """Show the tags and details stored for one file."""
     from tagger.store.reports import file_report
 
-    report = file_report(app.store(), str(path.absolute()))
+    language = app.language(lang)
+    report = file_report(app.store(), str(path.absolute()), language)
     if report is None:
         raise TaggerError(f"{path} is not in the database; run `tagger scan` on its folder")
     if fmt == "json":
@@ -162,7 +174,9 @@ def show(app: App, path: Path, fmt: str) -> None:
         if report.get(key) is not None:
             click.echo(f"  {key}: {report[key]}")
     if report["tags"]:
-        click.echo(render(report["tags"], ["rank", "label", "score", "derived"], "table"))
+        columns = ["rank", "label", "score", "derived"]
+        tags, columns = localised(report["tags"], columns, "table", language)
+        click.echo(render(tags, columns, "table"))
 
 
 @click.command(
@@ -182,28 +196,35 @@ def show(app: App, path: Path, fmt: str) -> None:
 )
 @click.option("--tree", is_flag=True, help="counts as a tree: each label under its ancestor")
 @format_option()
+@lang_option
 @pass_app
-def labels(app: App, min_score: float | None, all_labels: bool, tree: bool, fmt: str) -> None:
+def labels(
+    app: App, min_score: float | None, all_labels: bool, tree: bool, fmt: str, lang: str | None
+) -> None:
     """Count files per label (model classes and derived ones such as dog), most common first."""
+    language = app.language(lang)
     if tree:
         from tagger.store.reports import label_tree
 
         threshold = app.min_score(min_score)
-        rows = label_tree(app.store(), threshold)
+        rows = label_tree(app.store(), threshold, language)
         if fmt == "table":
-            rows = [row | {"label": "  " * row["depth"] + row["label"]} for row in rows]
-        print_rows(rows, ["label", "files"], fmt, empty="no tags yet")
+            shown, _ = localised(rows, ["label"], fmt, language)
+            rows = [row | {"label": "  " * row["depth"] + row["label"]} for row in shown]
+            language = "en"  # already in the label column
+        print_rows(rows, ["label", "files"], fmt, empty="no tags yet", language=language)
         return
     if all_labels:
         from tagger.service import label_catalogue
 
-        rows = label_catalogue()
-        print_rows(rows, ["class_index", "wnid", "label", "synonyms"], fmt)
+        rows = label_catalogue(language)
+        print_rows(rows, ["class_index", "wnid", "label", "synonyms"], fmt, language=language)
         return
     from tagger.store.reports import label_counts
 
     threshold = app.min_score(min_score)
-    print_rows(label_counts(app.store(), threshold), ["label", "files"], fmt, empty="no tags yet")
+    counts = label_counts(app.store(), threshold, language)
+    print_rows(counts, ["label", "files"], fmt, empty="no tags yet", language=language)
 
 
 @click.command(epilog=example("tagger duplicates", "tagger duplicates --format json"))

@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, TypeVar, cast, get_args
 
 import click
 from sqlalchemy.engine import make_url
 
 from tagger.cli.output import FORMATS, render
 from tagger.config import ModelName, Settings, load_settings
+from tagger.labels.names import LANGUAGES, Language
 from tagger.store.database import Store
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ class App:
         from tagger.service import load_classifier
 
         return load_classifier(settings)
+
+    def language(self, given: str | None) -> Language:
+        """--lang if given, else the labels.language setting."""
+        return cast(Language, given) if given else self.settings().labels.language
 
     def min_score(self, given: float | None) -> float:
         """The --min-score given, else the query.min_score setting."""
@@ -84,6 +89,13 @@ def model_options(function: F) -> F:
 
 model_option = click.option(
     "--model", type=click.Choice(MODEL_NAMES), help="classifier to use [model.name]"
+)
+
+
+lang_option = click.option(
+    "--lang",
+    type=click.Choice(LANGUAGES),
+    help="label names in English or Chinese (zh); JSON and CSV add label_zh [labels.language]",
 )
 
 
@@ -130,10 +142,28 @@ def masked(url: Any) -> Any:
 
 
 def print_rows(
-    rows: Sequence[dict[str, Any]], columns: list[str], fmt: str, empty: str = ""
+    rows: Sequence[dict[str, Any]],
+    columns: list[str],
+    fmt: str,
+    empty: str = "",
+    language: Language = "en",
 ) -> None:
     if not rows and fmt in ("table", "paths"):  # nothing at all for `| xargs`
         if empty:
             click.echo(empty, err=True)
         return
+    rows, columns = localised(rows, columns, fmt, language)
     click.echo(render(rows, columns, fmt))
+
+
+def localised(
+    rows: Sequence[dict[str, Any]], columns: list[str], fmt: str, language: Language
+) -> tuple[Sequence[dict[str, Any]], list[str]]:
+    """In Chinese a table shows the Chinese name in the label column; CSV gets a label_zh
+    column beside label (JSON has the key already)."""
+    if language != "zh" or "label" not in columns:
+        return rows, columns
+    if fmt == "table":
+        return [row | {"label": row.get("label_zh") or row["label"]} for row in rows], columns
+    at = columns.index("label") + 1
+    return rows, [*columns[:at], "label_zh", *columns[at:]]

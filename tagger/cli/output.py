@@ -8,6 +8,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from wcwidth import wcswidth
+
 FORMATS = ("table", "json", "csv", "paths")
 
 
@@ -28,15 +30,25 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> 
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Columns padded by display width: a Chinese character takes two columns of a terminal."""
     cells = [[_cell(row.get(column)) for column in columns] for row in rows]
     widths = [
-        max([len(column), *(len(line[i]) for line in cells)]) for i, column in enumerate(columns)
+        max([width(column), *(width(line[i]) for line in cells)])
+        for i, column in enumerate(columns)
     ]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += [
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
-    ]
+    lines = [_line([c.upper() for c in columns], widths)]
+    lines += [_line(line, widths) for line in cells]
     return "\n".join(lines)
+
+
+def width(text: str) -> int:
+    """Columns `text` takes in a terminal (wcwidth; escaped names are plain ASCII)."""
+    return max(wcswidth(text), len(text))
+
+
+def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    padded = (c + " " * (w - width(c)) for c, w in zip(cells, widths, strict=True))
+    return "  ".join(padded).rstrip()
 
 
 def _cell(value: Any) -> str:

@@ -18,6 +18,7 @@ from tagger.cli.common import (
     App,
     example,
     format_option,
+    lang_option,
     min_score_option,
     model_option,
     model_options,
@@ -25,6 +26,7 @@ from tagger.cli.common import (
     parse_terms,
     pass_app,
 )
+from tagger.cli.output import width
 from tagger.pipeline.files import PhotoFilter, printable, walk_and_sweep
 from tagger.records import Outcome
 
@@ -166,14 +168,19 @@ def watch(
 @click.option("--top-k", type=click.IntRange(1, 1000), default=3, show_default=True)
 @model_option
 @format_option("table", "json")
+@lang_option
 @pass_app
-def predict(app: App, files: tuple[Path, ...], top_k: int, model: str | None, fmt: str) -> None:
+def predict(
+    app: App, files: tuple[Path, ...], top_k: int, model: str | None, fmt: str, lang: str | None
+) -> None:
     """Classify FILES and print the top labels, without storing anything."""
     from tagger.service import predict as predictions
 
     settings = app.settings(**overrides(model, None))
     results = []
-    for result in predictions(app.classifier(settings), files, settings.scan.max_pixels, top_k):
+    language = app.language(lang)
+    classifier = app.classifier(settings)
+    for result in predictions(classifier, files, settings.scan.max_pixels, top_k, language):
         if result.error is not None:
             click.echo(f"error: {result.path}: {result.error}", err=True)
         else:
@@ -185,7 +192,8 @@ def predict(app: App, files: tuple[Path, ...], top_k: int, model: str | None, fm
         for result in results:
             click.echo(result.path)
             for rank, tag in enumerate(result.tags, 1):
-                click.echo(f"  {rank}. {tag['label']:<30} {tag['score']:.3f}")
+                name = tag["label"] if language == "en" else f"{tag['label_zh']} ({tag['label']})"
+                click.echo(f"  {rank}. {name}{' ' * max(1, 31 - width(name))}{tag['score']:.3f}")
     if len(results) < len(files):
         sys.exit(1)
 

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from tagger.errors import TaggerError
 from tagger.labels.classes import imagenet_classes
+from tagger.labels.names import chinese_names
 from tagger.records import Tag
 
 _WNID = re.compile(r"^n\d{8}$")
@@ -37,6 +38,7 @@ class Synset:
     parents: tuple[str, ...]  # first = the main line, used to draw a tree
     hints: tuple[str, ...]  # words of hyponyms not in the table ("puppy" under "dog")
     class_index: int | None  # None for an ancestor, which only the hierarchy derives
+    zh: tuple[str, ...] = ()  # Chinese names, the short one first (labels/names.py)
 
 
 def normalise(name: str) -> str:
@@ -131,7 +133,7 @@ class Hierarchy:
     def _by_name(self) -> dict[str, list[Synset]]:
         index: dict[str, list[Synset]] = {}
         for synset in self.synsets.values():
-            for word in {normalise(w) for w in (synset.name, *synset.lemmas)}:
+            for word in {normalise(w) for w in (synset.name, *synset.lemmas, *synset.zh)}:
                 index.setdefault(word, []).append(synset)
         return index
 
@@ -159,7 +161,12 @@ class Hierarchy:
         if _WNID.match(wanted) and wanted in self.synsets:
             return [self.synsets[wanted]]
         found = self._by_name.get(wanted, [])
-        own = [s for s in found if wanted in (normalise(s.name), normalise(s.lemmas[0]))]
+        own = [
+            s
+            for s in found
+            if wanted
+            in (normalise(s.name), normalise(s.lemmas[0]), normalise(s.zh[0] if s.zh else ""))
+        ]
         found = own or found
         if found:
             return found
@@ -192,13 +199,15 @@ class Hierarchy:
             return None
         if len(found) < 2 or normalise(name) not in self._by_name:
             return None  # one synset, or a word of several class names (`terrier`...)
-        senses = ", ".join(self.describe(s) for s in found)
+        senses = ", ".join(self.describe(s, chinese=not name.isascii()) for s in found)
         return f"{name!r} means {senses}; give a wnid for just one"
 
-    def describe(self, synset: Synset) -> str:
-        """`'crane bird' (n02012849, a kind of wading bird)`: enough to tell synsets apart."""
+    def describe(self, synset: Synset, chinese: bool = False) -> str:
+        """`'crane bird' (n02012849, a kind of wading bird)`: enough to tell synsets apart;
+        with `chinese`, `'crane bird' 鹤 (n02012849, a kind of wading bird)`."""
         kind = self.synsets[synset.parents[0]].name if synset.parents else "top"
-        return f"{synset.name!r} ({synset.wnid}, a kind of {kind})"
+        zh = f" {synset.zh[0]}" if chinese and synset.zh else ""
+        return f"{synset.name!r}{zh} ({synset.wnid}, a kind of {kind})"
 
 
 def _term_word(synset: Synset) -> str:
@@ -213,6 +222,7 @@ def hierarchy() -> Hierarchy:
     """The shipped table, read once (tagger/data/wordnet_hierarchy.tsv)."""
     text = resources.files("tagger").joinpath("data/wordnet_hierarchy.tsv").read_text("utf-8")
     classes = {c.wnid: c for c in imagenet_classes()}
+    chinese = chinese_names()
     synsets = []
     for line in text.splitlines()[1:]:
         wnid, parents, lemmas, hints = line.split("\t")
@@ -226,6 +236,7 @@ def hierarchy() -> Hierarchy:
                 parents=tuple(parents.split()),
                 hints=tuple(hints.split()),
                 class_index=known.index if known else None,
+                zh=(chinese[wnid].short, *chinese[wnid].synonyms) if wnid in chinese else (),
             )
         )
     return Hierarchy(synsets)

@@ -11,13 +11,14 @@ from typing import Any
 from sqlalchemy import Select, func, select
 
 from tagger.labels.hierarchy import hierarchy
+from tagger.labels.names import Language, chinese, with_chinese
 from tagger.store.database import Store
 from tagger.store.schema import PRESENT, File, Image, ImageStatus, Tag
 
 Row = dict[str, Any]
 
 
-def file_report(store: Store, path: str) -> Row | None:
+def file_report(store: Store, path: str, language: Language = "en") -> Row | None:
     """Everything known about one path, or None if it was never seen."""
     with store.session() as session:
         row = session.scalars(select(File).where(File.path == path)).one_or_none()
@@ -32,11 +33,11 @@ def file_report(store: Store, path: str) -> Row | None:
             "tags": [],
         }
         if image is not None:
-            report |= _image_facts(image)
+            report |= _image_facts(image, language)
         return report
 
 
-def _image_facts(image: Image) -> Row:
+def _image_facts(image: Image, language: Language) -> Row:
     return {
         "status": image.status,
         "error": image.error,
@@ -47,21 +48,24 @@ def _image_facts(image: Image) -> Row:
         "model": image.model,
         "weights_sha256": image.weights_sha256,
         "tagged_at": image.tagged_at.isoformat() if image.tagged_at else None,
-        "tags": [
-            {
-                "rank": t.rank,
-                "label": t.label,
-                "class_index": t.class_index,
-                "wnid": t.wnid,
-                "score": round(t.score, 4),
-                "derived": t.derived,
-            }
-            for t in image.tags
-        ],
+        "tags": with_chinese(
+            (
+                {
+                    "rank": t.rank,
+                    "label": t.label,
+                    "class_index": t.class_index,
+                    "wnid": t.wnid,
+                    "score": round(t.score, 4),
+                    "derived": t.derived,
+                }
+                for t in image.tags
+            ),
+            language,
+        ),
     }
 
 
-def image_report(store: Store, sha256: str) -> Row | None:
+def image_report(store: Store, sha256: str, language: Language = "en") -> Row | None:
     """Everything known about one content: its facts, tags, and every path that holds it
     (present ones first), or None for content never seen."""
     with store.session() as session:
@@ -73,7 +77,7 @@ def image_report(store: Store, sha256: str) -> Row | None:
             .where(File.image_id == image.id)
             .order_by(File.missing_since.is_not(None), File.path)
         ).all()
-        return _image_facts(image) | {
+        return _image_facts(image, language) | {
             "bytes": image.size,
             "paths": [
                 {
@@ -133,11 +137,18 @@ def _files_per(key: Any, min_score: float) -> Select[Any]:
     )
 
 
-def label_counts(store: Store, min_score: float) -> list[Row]:
+def label_counts(store: Store, min_score: float, language: Language = "en") -> list[Row]:
     """How many files carry each label at `min_score` or more, most common first."""
-    statement = _files_per(Tag.label, min_score).order_by(_FILES.desc(), Tag.label)
+    statement = (
+        _files_per(Tag.label, min_score)
+        .add_columns(func.min(Tag.wnid))
+        .order_by(_FILES.desc(), Tag.label)
+    )
     with store.session() as session:
-        return [{"label": label, "files": count} for label, count in session.execute(statement)]
+        rows = session.execute(statement).all()
+    if language == "zh":
+        return [{"label": label, "label_zh": chinese(w), "files": n} for label, n, w in rows]
+    return [{"label": label, "files": count} for label, count, _ in rows]
 
 
 def duplicate_groups(store: Store) -> list[Row]:
@@ -197,7 +208,7 @@ def totals(store: Store) -> Row:
     }
 
 
-def label_tree(store: Store, min_score: float) -> list[Row]:
+def label_tree(store: Store, min_score: float, language: Language = "en") -> list[Row]:
     """Files per label at `min_score` or more, as a tree: each label under its nearest
     counted ancestor on WordNet's main line (`tabby` under `domestic cat` under `cat`...)."""
     statement = _files_per(Tag.wnid, min_score)
@@ -218,4 +229,4 @@ def label_tree(store: Store, min_score: float) -> list[Row]:
             visit(wnid, depth + 1)
 
     visit(None, 0)
-    return rows
+    return with_chinese(rows, language)

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, Subquery, and_, func, not_, or_, select
 
+from tagger.labels.names import Language, chinese, with_chinese
 from tagger.query.language import AddedTerm, FormatTerm, LabelTerm, PathTerm, Query, ScoreTerm
 from tagger.store.database import Store
 from tagger.store.schema import PRESENT, File, Image, ImageStatus, Tag
@@ -27,6 +28,7 @@ def _best(condition: ColumnElement[bool]) -> Subquery:
         select(
             Tag.image_id,
             Tag.label,
+            Tag.wnid,
             Tag.score,
             func.row_number()
             .over(partition_by=Tag.image_id, order_by=(Tag.score.desc(), Tag.rank))
@@ -36,7 +38,7 @@ def _best(condition: ColumnElement[bool]) -> Subquery:
         .subquery("ranked")
     )
     return (
-        select(ranked.c.image_id, ranked.c.label, ranked.c.score)
+        select(ranked.c.image_id, ranked.c.label, ranked.c.wnid, ranked.c.score)
         .where(ranked.c.place == 1)
         .subquery("best")
     )
@@ -73,6 +75,7 @@ def matching_files(
         select(
             File.path.label("path"),
             best.c.label,
+            best.c.wnid,
             best.c.score,
             File.first_seen.label("added"),
             Image.format.label("format"),
@@ -123,23 +126,39 @@ def _between_dates(term: AddedTerm) -> ColumnElement[bool]:
 
 
 def find(
-    store: Store, query: Query, min_score: float, sort: str = "-score", limit: int | None = None
+    store: Store,
+    query: Query,
+    min_score: float,
+    sort: str = "-score",
+    limit: int | None = None,
+    language: Language = "en",
 ) -> Iterator[Row]:
     """The rows of `matching_files`, read in chunks as they are printed."""
     statement = matching_files(query, min_score, sort, limit)
     with store.session() as session:
         for row in session.execute(statement.execution_options(yield_per=500)):
-            yield {
-                "path": row.path,
-                "label": row.label,
-                "score": None if row.score is None else round(row.score, 4),
-                "added": _iso(row.added),
-                "format": row.format,
-            }
+            yield _found(row, language)
+
+
+def _found(row: Any, language: Language) -> Row:
+    found = {
+        "path": row.path,
+        "label": row.label,
+        "score": None if row.score is None else round(row.score, 4),
+        "added": _iso(row.added),
+        "format": row.format,
+    }
+    return found | ({"label_zh": chinese(row.wnid)} if language == "zh" else {})
 
 
 def page(
-    store: Store, query: Query, min_score: float, sort: str, limit: int, offset: int = 0
+    store: Store,
+    query: Query,
+    min_score: float,
+    sort: str,
+    limit: int,
+    offset: int = 0,
+    language: Language = "en",
 ) -> list[Row]:
     """One page of `find`'s rows, each with its content's sha256 (for the web page)."""
     statement = (
@@ -150,15 +169,7 @@ def page(
     )
     with store.session() as session:
         return [
-            {
-                "path": row.path,
-                "sha256": row.sha256,
-                "label": row.label,
-                "score": None if row.score is None else round(row.score, 4),
-                "added": _iso(row.added),
-                "format": row.format,
-            }
-            for row in session.execute(statement)
+            _found(row, language) | {"sha256": row.sha256} for row in session.execute(statement)
         ]
 
 
@@ -180,7 +191,9 @@ EXPORT_COLUMNS = [
 ]
 
 
-def export(store: Store, query: Query, min_score: float) -> Iterator[Row]:
+def export(
+    store: Store, query: Query, min_score: float, language: Language = "en"
+) -> Iterator[Row]:
     """Every matching file with all its tags, one dict per file, streamed in path order."""
     files = matching_files(query, min_score, sort="path").subquery()
     statement = (
@@ -219,17 +232,20 @@ def export(store: Store, query: Query, min_score: float) -> Iterator[Row]:
                 "added": _iso(first.added),
                 "model": first.model,
                 "tagged_at": _iso(first.tagged_at),
-                "tags": [
-                    {
-                        "rank": t.rank,
-                        "label": t.label,
-                        "wnid": t.wnid,
-                        "class_index": t.class_index,
-                        "score": t.score,
-                        "derived": t.derived,
-                    }
-                    for t in tags
-                ],
+                "tags": with_chinese(
+                    (
+                        {
+                            "rank": t.rank,
+                            "label": t.label,
+                            "wnid": t.wnid,
+                            "class_index": t.class_index,
+                            "score": t.score,
+                            "derived": t.derived,
+                        }
+                        for t in tags
+                    ),
+                    language,
+                ),
             }
 
 

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from tagger.errors import BadImage, SkipFile
+from tagger.labels.names import Language, chinese
 from tagger.pipeline.decode import decode, decode_bytes
 from tagger.pipeline.hashing import stat_file
 from tagger.records import Decoded, Hashed, Tag
@@ -25,6 +26,7 @@ from tagger.web.context import (
     context,
     in_thread,
     int_param,
+    language,
     score_param,
 )
 from tagger.web.thumbnails import SIZES, ThumbnailError
@@ -33,9 +35,9 @@ MAX_FILES = 20  # files in one upload request
 PAGE = 48  # images per page
 
 
-def tag_row(tag: Tag, rank: int) -> dict[str, Any]:
+def tag_row(tag: Tag, rank: int, lang: Language = "en") -> dict[str, Any]:
     """One label as /predict answers it: the demos' `probability` in percent, and more."""
-    return {
+    row = {
         "label": tag.label,
         "probability": round(tag.score * 100, 2),
         "score": round(tag.score, 4),
@@ -43,6 +45,7 @@ def tag_row(tag: Tag, rank: int) -> dict[str, Any]:
         "class_index": tag.class_index,
         "rank": rank,
     }
+    return row | ({"label_zh": chinese(tag.wnid)} if lang == "zh" else {})
 
 
 async def _files(request: Request, ctx: WebContext) -> list[UploadFile]:
@@ -84,13 +87,15 @@ async def predict(request: Request) -> Response:
         raise _refused(skip) from None
     tags = await asyncio.wrap_future(ctx.classifier.predict(image.pixels, top_k))
     ctx.metrics.request_seconds.labels("predict").observe(time.perf_counter() - started)
-    return JSONResponse([tag_row(tag, rank) for rank, tag in enumerate(tags, 1)])
+    lang = language(request)
+    return JSONResponse([tag_row(tag, rank, lang) for rank, tag in enumerate(tags, 1)])
 
 
 async def upload(request: Request) -> Response:
     """Store and tag photos: each is written to the inbox, where the daemon tags it."""
     ctx = context(request)
-    results = [await _store_one(ctx, file) for file in await _files(request, ctx)]
+    lang = language(request)
+    results = [await _store_one(ctx, file, lang) for file in await _files(request, ctx)]
     stored = [r for r in results if "error" not in r]
     if stored:
         return JSONResponse({"uploads": results}, status_code=201)
@@ -98,18 +103,18 @@ async def upload(request: Request) -> Response:
     return JSONResponse({"error": first["error"], "uploads": results}, status_code=first["status"])
 
 
-async def _store_one(ctx: WebContext, file: UploadFile) -> dict[str, Any]:
+async def _store_one(ctx: WebContext, file: UploadFile, lang: Language) -> dict[str, Any]:
     started = time.perf_counter()
     name = file.filename or "upload"
     try:
-        answer = await _accept(ctx, file)
+        answer = await _accept(ctx, file, lang)
     except HTTPError as refused:
         return {"name": name, "error": refused.message, "status": refused.status}
     ctx.metrics.request_seconds.labels("upload").observe(time.perf_counter() - started)
     return {"name": name, **answer, "seconds": round(time.perf_counter() - started, 3)}
 
 
-async def _accept(ctx: WebContext, file: UploadFile) -> dict[str, Any]:
+async def _accept(ctx: WebContext, file: UploadFile, lang: Language) -> dict[str, Any]:
     web = ctx.settings.web
     try:
         part, sha256, _ = await in_thread(
@@ -118,7 +123,7 @@ async def _accept(ctx: WebContext, file: UploadFile) -> dict[str, Any]:
     except uploads.TooLarge as exc:
         raise HTTPError(413, str(exc)) from None
     try:
-        known = await in_thread(reports.image_report, ctx.store, sha256)
+        known = await in_thread(reports.image_report, ctx.store, sha256, lang)
         if known is not None and known["status"] == "tagged":
             top = [t for t in known["tags"] if not t["derived"]][:3]
             return {
@@ -141,7 +146,7 @@ async def _accept(ctx: WebContext, file: UploadFile) -> dict[str, Any]:
         )
     finally:
         part.unlink(missing_ok=True)  # published, or refused: nothing half-made is left
-    rows = [tag_row(tag, rank) for rank, tag in enumerate(tags, 1)]
+    rows = [tag_row(tag, rank, lang) for rank, tag in enumerate(tags, 1)]
     return {
         "sha256": sha256,
         "duplicate": False,
@@ -152,15 +157,10 @@ async def _accept(ctx: WebContext, file: UploadFile) -> dict[str, Any]:
 
 
 def _stored_rows(tags: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keys = ("label", "label_zh", "score", "class_index")
     return [
-        {
-            "label": t["label"],
-            "probability": round(t["score"] * 100, 2),
-            "score": t["score"],
-            "wnid": t["wnid"] or None,
-            "class_index": t["class_index"],
-            "rank": rank,
-        }
+        {k: t[k] for k in keys if k in t}
+        | {"probability": round(t["score"] * 100, 2), "wnid": t["wnid"] or None, "rank": rank}
         for rank, t in enumerate(tags, 1)
     ]
 
@@ -176,7 +176,10 @@ async def images(request: Request) -> Response:
     limit = int_param(request, "limit", PAGE, 1, 500)
     offset = int_param(request, "cursor", 0, 0, 10**9)
     threshold = score_param(request, ctx.settings.query.min_score)
-    rows = await in_thread(search.page, ctx.store, query, threshold, "-added", limit + 1, offset)
+    lang = language(request)
+    rows = await in_thread(
+        search.page, ctx.store, query, threshold, "-added", limit + 1, offset, lang
+    )
     more = len(rows) > limit
     return JSONResponse(
         {"images": rows[:limit], "next_cursor": str(offset + limit) if more else None}
@@ -186,7 +189,7 @@ async def images(request: Request) -> Response:
 async def image(request: Request) -> Response:
     ctx = context(request)
     sha256 = check_sha256(request.path_params["sha256"])
-    report = await in_thread(reports.image_report, ctx.store, sha256)
+    report = await in_thread(reports.image_report, ctx.store, sha256, language(request))
     if report is None:
         raise HTTPError(404, "no such image")
     return JSONResponse(report)
@@ -244,11 +247,14 @@ async def labels(request: Request) -> Response:
     ctx = context(request)
     threshold = score_param(request, ctx.settings.query.min_score)
     tree = request.query_params.get("tree", "") in ("1", "true", "yes")
-    return JSONResponse({"labels": await in_thread(label_rows, ctx, threshold, tree)})
+    rows = await in_thread(label_rows, ctx, threshold, tree, language(request))
+    return JSONResponse({"labels": rows})
 
 
-def label_rows(ctx: WebContext, threshold: float, tree: bool) -> list[dict[str, Any]]:
-    rows = (reports.label_tree if tree else reports.label_counts)(ctx.store, threshold)
+def label_rows(
+    ctx: WebContext, threshold: float, tree: bool, lang: Language = "en"
+) -> list[dict[str, Any]]:
+    rows = (reports.label_tree if tree else reports.label_counts)(ctx.store, threshold, lang)
     covers = reports.label_covers(ctx.store, threshold)
     return [row | {"cover": covers.get(row["label"])} for row in rows]
 

@@ -16,6 +16,7 @@ from starlette.requests import Request
 
 from tagger.config import Settings
 from tagger.errors import TaggerError
+from tagger.labels.names import LANGUAGES, Language
 from tagger.query.language import Query, parse
 from tagger.store.database import Store
 from tagger.store.reports import present_paths
@@ -91,6 +92,15 @@ def context(request: Request) -> WebContext:
 async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
     """Blocking work (decoding, SQL, files) off the event loop."""
     return await asyncio.to_thread(function, *args)
+
+
+def language(request: Request) -> Language:
+    """`?lang=` (the switch on every page; remembered in a cookie), else the cookie, else
+    labels.language."""
+    for value in (request.query_params.get("lang"), request.cookies.get("lang")):
+        if value in LANGUAGES:
+            return value
+    return context(request).settings.labels.language
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -12,12 +12,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
+from tagger.labels.names import LANGUAGES
 from tagger.store import reports, search
 from tagger.web.api import PAGE, label_rows, status_report
-from tagger.web.context import HTTPError, check_sha256, context, in_thread, int_param, score_param
+from tagger.web.context import (
+    HTTPError,
+    check_sha256,
+    context,
+    in_thread,
+    int_param,
+    language,
+    score_param,
+)
 from tagger.web.thumbnails import SIZES
 
 TEMPLATES = Jinja2Templates(directory=str(Path(str(resources.files("tagger.web"))) / "templates"))
+TEMPLATES.env.filters["name"] = lambda row: row.get("label_zh") or row.get("label")
 TEMPLATES.env.filters["when"] = lambda stamp: (
     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "never"
 )
@@ -25,11 +35,15 @@ TEMPLATES.env.filters["when"] = lambda stamp: (
 
 def _render(request: Request, name: str, status_code: int = 200, **values: Any) -> Response:
     ctx = context(request)
-    values |= {"exposed": ctx.exposed, "sizes": SIZES, "path": request.url.path}
+    lang = language(request)
+    values |= {"exposed": ctx.exposed, "sizes": SIZES, "path": request.url.path, "lang": lang}
     partial = request.headers.get("hx-request") == "true" and "hx-boosted" not in request.headers
     if partial and name in ("photos.html", "labels.html"):
         name = name.replace(".html", "_results.html")  # htmx asks for the grid alone
-    return TEMPLATES.TemplateResponse(request, name, values, status_code=status_code)
+    response = TEMPLATES.TemplateResponse(request, name, values, status_code=status_code)
+    if request.query_params.get("lang") in LANGUAGES:  # the switch was used: remember it
+        response.set_cookie("lang", lang, max_age=365 * 86400, samesite="strict")
+    return response
 
 
 async def upload(request: Request) -> Response:
@@ -46,7 +60,10 @@ async def photos(request: Request) -> Response:
     except HTTPError as bad:
         return _render(request, "photos.html", 400, q=text, error=bad.message, rows=[])
     threshold = ctx.settings.query.min_score
-    rows = await in_thread(search.page, ctx.store, query, threshold, "-added", PAGE + 1, offset)
+    lang = language(request)
+    rows = await in_thread(
+        search.page, ctx.store, query, threshold, "-added", PAGE + 1, offset, lang
+    )
     return _render(
         request,
         "photos.html",
@@ -63,16 +80,16 @@ async def labels(request: Request) -> Response:
     ctx = context(request)
     threshold = score_param(request, ctx.settings.query.min_score)
     tree = request.query_params.get("tree", "") in ("1", "true", "yes")
-    rows = await in_thread(label_rows, ctx, threshold, tree)
+    rows = await in_thread(label_rows, ctx, threshold, tree, language(request))
     return _render(request, "labels.html", rows=rows, tree=tree, min_score=threshold)
 
 
 async def photo(request: Request) -> Response:
     ctx = context(request)
     sha256 = check_sha256(request.path_params["sha256"])
-    report = await in_thread(reports.image_report, ctx.store, sha256)
-    if report is None:
-        raise HTTPError(404, "no such image")
+    report = await in_thread(reports.image_report, ctx.store, sha256, language(request))
+    if report is None:  # maybe an upload on its way into the store: the page looks again
+        return _render(request, "pending.html", 404, sha256=sha256)
     return _render(request, "photo.html", image=report)
 
 

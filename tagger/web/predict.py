@@ -29,6 +29,13 @@ from tagger.records import ModelId, Tag
 Observer = Callable[[str, int, float], None]
 
 
+_RUNTIMES = {
+    "TorchClassifier": "torch",
+    "OnnxRuntimeClassifier": "onnxruntime",
+    "OpenVinoClassifier": "openvino",
+}
+
+
 @dataclass(frozen=True)
 class _Request:
     pixels: npt.NDArray[np.uint8]
@@ -67,8 +74,9 @@ class SharedClassifier:
 
     @property
     def runtime(self) -> str:
-        """What runs the model, for the status page."""
-        return type(self._inner).__name__
+        """What runs the model, for the status page: torch, onnxruntime or openvino."""
+        kind = type(self._inner).__name__
+        return _RUNTIMES.get(kind, kind)
 
     def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
         """The pipeline's way in: waits while a web batch runs or waits."""

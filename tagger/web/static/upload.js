@@ -18,10 +18,13 @@
       return;
     }
     const seconds = answer.seconds !== undefined ? " in " + Math.round(answer.seconds * 1000) + " ms" : "";
-    note.textContent = answer.duplicate ? "Already known (duplicate content): its stored labels" : "Tagged" + seconds;
+    note.textContent = answer.duplicate
+      ? "Already known (duplicate content): its stored labels"
+      : "Tagged" + seconds + "; stored in a few seconds";
     for (const tag of answer.tags) {
       const li = document.createElement("li");
-      li.textContent = tag.label + " — " + tag.probability.toFixed(1) + "%";
+      const name = tag.label_zh ? tag.label_zh + " (" + tag.label + ")" : tag.label;
+      li.textContent = name + " — " + tag.probability.toFixed(1) + "%";
       list.appendChild(li);
     }
     const link = document.createElement("a");
@@ -33,7 +36,9 @@
   function send(file) {
     const item = template.content.firstElementChild.cloneNode(true);
     item.querySelector(".name").textContent = file.name;
-    item.querySelector(".thumb").src = URL.createObjectURL(file);
+    const thumb = item.querySelector(".thumb");
+    thumb.addEventListener("error", () => { thumb.hidden = true; });  // not an image
+    thumb.src = URL.createObjectURL(file);
     results.prepend(item);
     const bar = item.querySelector("progress");
     const data = new FormData();
