@@ -146,6 +146,23 @@ class LabelSettings(_Section):
     )
 
 
+class XmpSettings(_Section):
+    """XMP sidecars with tagger's labels, for other photo apps (off unless set)."""
+
+    write: Literal["off", "mirror", "beside"] = Field(
+        default="off",
+        description="mirror: in xmp.dir, a tree like the photo folders; beside: next to photos",
+    )
+    dir: Path | None = Field(default=None, description="mirror's root; default: xmp/ in data_dir")
+    adobe_names: bool = Field(
+        default=False, description="beside: photo.xmp (Adobe) instead of photo.jpg.xmp"
+    )
+    min_score: float = Field(default=0.2, ge=0, le=1, description="labels below are left out")
+    language: Literal["", "en", "zh"] = Field(
+        default="", description="keyword language; empty: labels.language"
+    )
+
+
 class WebSettings(_Section):
     """The web page and HTTP API that `tagger watch --listen` serves (off unless set)."""
 
@@ -200,6 +217,7 @@ class Settings(BaseSettings):
     query: QuerySettings = QuerySettings()
     labels: LabelSettings = LabelSettings()
     web: WebSettings = WebSettings()
+    xmp: XmpSettings = XmpSettings()
 
     @property
     def db_url(self) -> str:

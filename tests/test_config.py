@@ -91,4 +91,5 @@ def test_example_config_documents_every_setting_with_its_default() -> None:
     del defaults["model"]["weights_path"]  # no value by default: documented in a comment
     for unset in ("inbox", "password", "password_file", "token", "token_file"):
         del defaults["web"][unset]  # the same
+    del defaults["xmp"]["dir"]  # the same
     assert documented == defaults

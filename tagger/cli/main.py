@@ -71,6 +71,7 @@ for command in (
     browsing.duplicates,
     browsing.errors,
     tagging.predict,
+    tagging.xmp,
     admin.model,
     admin.db,
     admin.config,

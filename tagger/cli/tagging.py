@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from tqdm import tqdm
@@ -27,8 +28,13 @@ from tagger.cli.common import (
     pass_app,
 )
 from tagger.cli.output import width
+from tagger.config import Settings
 from tagger.pipeline.files import PhotoFilter, printable, walk_and_sweep
 from tagger.records import Outcome
+from tagger.store.database import Store
+
+if TYPE_CHECKING:
+    from tagger.sidecars.keeper import Sidecars
 
 log = logging.getLogger("tagger")
 
@@ -68,8 +74,19 @@ def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int
 
         from tagger.pipeline.runner import Pipeline
 
-        pipeline = Pipeline(settings, store, app.classifier(settings), report)
-        summary = pipeline.run(items)
+        sidecars = _sidecars(settings, store)
+        pipeline = Pipeline(
+            settings,
+            store,
+            app.classifier(settings),
+            report,
+            None if sidecars is None else sidecars.committed,
+        )
+        try:
+            summary = pipeline.run(items)
+        finally:
+            if sidecars is not None:
+                sidecars.close()
     click.echo(f"Scanned {summary} in {time.monotonic() - started:.1f}s.")
     if summary.counts[Outcome.FAILED]:
         click.echo("See `tagger errors` for why files failed.", err=True)
@@ -150,13 +167,23 @@ def watch(
         web = WebRun(settings, app.store(), classifier)
         roots.append(web.inbox)
         classifier = web.classifier
+    sidecars = _sidecars(settings, app.store())
     try:
-        daemon = Daemon(settings, app.store(), classifier, roots, notifier)
+        daemon = Daemon(
+            settings,
+            app.store(),
+            classifier,
+            roots,
+            notifier,
+            None if sidecars is None else sidecars.committed,
+        )
         start = None if web is None else (lambda: web.start(daemon, daemon.roots))
         summary = daemon.run(stop, on_start=start)
     finally:
         if web is not None:
             web.stop()
+        if sidecars is not None:
+            sidecars.close()
         notifier.close()
     click.echo(f"Stopped after {summary}.")
 
@@ -217,3 +244,58 @@ def retag(app: App, terms: tuple[str, ...], min_score: float | None) -> None:
 
     count = mark_for_retag(app.store(), parse_terms(terms), app.min_score(min_score))
     click.echo(f"{count} images will be tagged again by the next scan of their folders")
+
+
+def _sidecars(settings: Settings, store: Store) -> Sidecars | None:
+    """The XMP sidecar keeper, when xmp.write asks for sidecars."""
+    if settings.xmp.write == "off":
+        return None
+    from tagger.sidecars.keeper import Sidecars
+
+    return Sidecars(settings, store)
+
+
+@click.command(
+    epilog=example(
+        "tagger xmp --mode mirror",
+        "tagger xmp --mode beside label:dog",
+        "TAGGER_XMP__LANGUAGE=zh tagger xmp",
+    )
+)
+@click.argument("terms", nargs=-1)
+@click.option(
+    "--mode",
+    type=click.Choice(["mirror", "beside"]),
+    help="where sidecars go: a tree in xmp.dir, or next to each photo [xmp.write]",
+)
+@min_score_option()
+@pass_app
+def xmp(app: App, terms: tuple[str, ...], mode: str | None, min_score: float | None) -> None:
+    """Write XMP sidecars with the stored labels for the files TERMS match (all without).
+
+    Other photo apps read them as keywords: dc:subject, lr:hierarchicalSubject
+    ("tagger|animal|cat|tabby") and digiKam:TagsList. An existing sidecar is merged, never
+    overwritten: other apps' fields stay, tagger's own keywords are replaced. With xmp.write
+    set, `tagger watch` and `tagger scan` keep sidecars up to date by themselves; this
+    command is for what was stored before.
+    """
+    from tagger.sidecars.keeper import Sidecars
+    from tagger.store.search import find
+
+    settings = app.settings()
+    chosen = mode or settings.xmp.write
+    if chosen == "off":
+        raise click.UsageError("say where sidecars go: --mode mirror|beside, or set xmp.write")
+    store = app.store()
+    sidecars = Sidecars(settings, store, chosen)
+    paths = [row["path"] for row in find(store, parse_terms(terms), app.min_score(min_score))]
+    failed = 0
+    for path in tqdm(paths, unit="file", disable=not sys.stderr.isatty(), dynamic_ncols=True):
+        outcome = sidecars.write(path)
+        if outcome.error is not None:
+            failed += 1
+            click.echo(f"error: {printable(outcome.sidecar)}: {outcome.error}", err=True)
+    where = sidecars.root if chosen == "mirror" else "beside the photos"
+    click.echo(f"Wrote {len(paths) - failed} sidecars ({where}); {failed} failed.")
+    if failed:
+        sys.exit(1)

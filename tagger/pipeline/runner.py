@@ -47,7 +47,7 @@ from tagger.records import (
     Swept,
 )
 from tagger.store.database import Store
-from tagger.store.writer import StoreWriter
+from tagger.store.writer import Op, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,9 @@ class Pipeline:
         store: Store,
         classifier: Classifier,
         report: Report | None = None,
+        on_commit: Callable[[list[Op]], object] | None = None,
     ) -> None:
+        self._on_commit = on_commit  # told what each write stored (XMP sidecars follow it)
         self._settings = settings
         self._store = store
         self._classifier = classifier
@@ -77,7 +79,7 @@ class Pipeline:
         """Tag every path that is new or changed; returns when all of it is stored."""
         stop = stop or threading.Event()
         self._summary, self._recent = Summary(), RecentContent()
-        with StoreWriter(self._store, stop=stop) as writer:
+        with StoreWriter(self._store, stop=stop, on_commit=self._on_commit) as writer:
             if threaded:
                 self._run_threaded(items, writer, stop)
             else:

@@ -62,8 +62,17 @@ class StoreWriter:
     group in flight and never leaves half of one image behind.
     """
 
-    def __init__(self, store: Store, group: int = 256, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        group: int = 256,
+        stop: threading.Event | None = None,
+        on_commit: Callable[[list[Op]], object] | None = None,
+    ) -> None:
+        """`on_commit` is told, on this thread, each group of operations once it is stored
+        (the sidecars follow the database this way); what it raises is logged, not fatal."""
         self._store = store
+        self._on_commit = on_commit
         self._stop = stop or threading.Event()
         self._group = group
         # Bounded: when the database stalls (disk full), the pipeline waits instead of piling up.
@@ -158,6 +167,14 @@ class StoreWriter:
                 log.error("database write failed: %s", _first_line(exc))
                 self._error = exc
 
+    def _committed(self, work: list[Op]) -> None:
+        if self._on_commit is None:
+            return
+        try:
+            self._on_commit(work)
+        except Exception as exc:
+            log.warning("after a database write: %s: %s", type(exc).__name__, exc)
+
     def _call(self, call: _Call) -> None:
         if not call.future.set_running_or_notify_cancel():
             return
@@ -182,6 +199,7 @@ class StoreWriter:
                 self._write(work)
                 if attempt > 1:
                     log.warning("database writes resumed")
+                self._committed(work)
                 return
             except (IntegrityError, OperationalError) as exc:
                 self._pending_links = defaultdict(list, pending)  # undo what the rollback undid

@@ -28,6 +28,7 @@ from tagger.pipeline.runner import Pipeline
 from tagger.pipeline.threads import Worker
 from tagger.records import Gone, Moved, Outcome, Summary
 from tagger.store.database import Store
+from tagger.store.writer import Op
 from tagger.watch.intake import Intake
 from tagger.watch.observe import Handler, Observers
 from tagger.watch.settle import Settler
@@ -50,7 +51,9 @@ class Daemon:
         classifier: Classifier,
         roots: Sequence[Path],
         notifier: Notifier | None = None,
+        on_commit: Callable[[list[Op]], object] | None = None,
     ) -> None:
+        self._on_commit = on_commit
         self._settings = settings
         self._store = store
         self._classifier = classifier
@@ -77,7 +80,9 @@ class Daemon:
             if not root.is_dir():
                 raise TaggerError(f"cannot watch {root}: not a folder")
         with DaemonLock(self._files):
-            pipeline = Pipeline(self._settings, self._store, self._classifier, self._done)
+            pipeline = Pipeline(
+                self._settings, self._store, self._classifier, self._done, self._on_commit
+            )
             runner = Worker(
                 "tagger-pipeline", pipeline.run, self.intake.items(stop), stop, halt=stop
             )
