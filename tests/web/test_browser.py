@@ -65,6 +65,7 @@ def test_upload_browse_search_and_status_in_a_browser(tmp_path: Path, chromedriv
         console += _messages(driver)
         _search(driver, base)
         _status(driver, base, shots)
+        _chinese(driver, base, shots)
         console += _messages(driver)
         refused = [m for m in console if "Content Security Policy" in m or "Refused to" in m]
         assert not refused, refused
@@ -159,6 +160,19 @@ def _status(driver: webdriver.Chrome, base: str, shots: Path) -> None:
     assert "watching" in state, state
     assert "inbox" in driver.find_element(By.TAG_NAME, "dl").text
     driver.save_screenshot(str(shots / "status.png"))
+
+
+def _chinese(driver: webdriver.Chrome, base: str, shots: Path) -> None:
+    """The language switch shows Chinese names, and the choice sticks (a cookie)."""
+    driver.get(f"{base}/labels")
+    driver.find_element(By.CSS_SELECTOR, 'nav.lang a[hreflang="zh"]').click()
+    _wait(driver, lambda: "猫" in driver.find_element(By.TAG_NAME, "main").text or None)
+    driver.save_screenshot(str(shots / "labels_zh.png"))
+    driver.get(f"{base}/photos?q=label:猫")
+    captions = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "ul.grid span")]
+    assert captions and all(c.startswith("猫") for c in captions), captions
+    driver.find_element(By.CSS_SELECTOR, 'nav.lang a[hreflang="en"]').click()
+    _wait(driver, lambda: "cat" in driver.find_element(By.TAG_NAME, "main").text or None)
 
 
 def _cat_label(driver: webdriver.Chrome, base: str) -> WebElement | None:
