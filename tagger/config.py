@@ -180,6 +180,15 @@ class WebSettings(_Section):
     max_request_bytes: int = Field(
         default=200_000_000, ge=1, description="bytes one request may send, all files together"
     )
+    max_pixels: int = Field(
+        default=60_000_000,
+        ge=1,
+        description="larger uploads are refused: a small file can decode to gigabytes",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the page answers to; default: loopback names on loopback, any",
+    )
     thumbnail_cache_bytes: int = Field(
         default=256_000_000, ge=1_000_000, description="disk the thumbnail cache may use"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,7 @@ def show(app: App, path: Path, fmt: str, lang: str | None) -> None:
     from tagger.store.reports import file_report
 
     language = app.language(lang)
-    report = file_report(app.store(), str(path.absolute()), language)
+    report = file_report(app.store(), os.path.abspath(path), language)
     if report is None:
         raise TaggerError(f"{path} is not in the database; run `tagger scan` on its folder")
     if fmt == "json":

@@ -55,7 +55,7 @@ def walk(
             on_error(exc)
 
     for root in roots:
-        root = root.absolute()
+        root = Path(os.path.abspath(root))  # `..` resolved: one file, one path
         if root.is_file():
             if photo_filter.wanted(root, root.parent):
                 yield root
@@ -104,7 +104,7 @@ def walk_and_sweep(
             present.add(storable(path))
             yield path
         if root.exists() and not errors:
-            yield Swept(storable(root.absolute()), frozenset(present), started)
+            yield Swept(storable(os.path.abspath(root)), frozenset(present), started)
 
 
 def _utf8(text: str) -> bool:

@@ -110,6 +110,9 @@ def notes(query: Query) -> list[str]:
     return [note for note in found if note]
 
 
+MAX_TERMS = 64  # more would only make SQLite's expression tree too deep
+
+
 def parse(
     args: Sequence[str],
     now: datetime | None = None,
@@ -118,11 +121,18 @@ def parse(
 ) -> Query:
     """Read the terms of a query (one per argument, as the shell split them)."""
     text = " ".join(args)
+    if len(args) > MAX_TERMS:
+        raise TaggerError(f"a query of {len(args)} terms; at most {MAX_TERMS}")
     parser = _Parser(text, now or datetime.now(UTC), resolve or hierarchy().resolve, cwd)
     terms: list[Term] = []
     column = 0
     for arg in args:
-        terms.append(parser.term(arg, column))
+        try:
+            terms.append(parser.term(arg, column))
+        except OverflowError:  # added:-99999999999d..
+            raise TaggerError(
+                f"query {text!r}, column {column + 1}: {arg!r} is out of range"
+            ) from None
         column += len(arg) + 1
     return Query(tuple(terms))
 

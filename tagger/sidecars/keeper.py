@@ -3,10 +3,13 @@ daemon stores, moves and forgets photos (one thread, fed after each database wri
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
+import secrets
 import shutil
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +49,18 @@ class Sidecars:
         self._thread: threading.Thread | None = None
 
     def path_for(self, photo: str) -> Path:
+        """The sidecar of a photo; a mirror sidecar is always inside the mirror's root."""
         if self.mode == "mirror":
-            return self.root / (photo.lstrip("/") + ".xmp")
+            return self._mirrored(photo + ".xmp")
         if self._adobe:
             return Path(photo).with_suffix(".xmp")
         return Path(photo + ".xmp")
+
+    def _mirrored(self, path: str) -> Path:
+        inside = Path(os.path.normpath(os.path.join(self.root, os.path.normpath(path).lstrip("/"))))
+        if not inside.is_relative_to(self.root) or inside == self.root:
+            raise SidecarError(f"{path!r} has no place in the mirror")
+        return inside
 
     def write(self, photo: str) -> Outcome:
         """Merge the photo's stored labels into its sidecar; a sidecar tagger cannot read,
@@ -60,7 +70,7 @@ class Sidecars:
         if report is None or not report["tags"]:
             return Outcome(photo, sidecar, "not tagged yet")
         try:
-            existing = sidecar.read_bytes() if sidecar.exists() else None
+            existing = _read_sidecar(sidecar)
             content = merged(existing, self.keyword_paths(report["tags"]))
             _write_atomically(sidecar, content)
         except (SidecarError, OSError) as exc:
@@ -104,8 +114,10 @@ class Sidecars:
             for op in ops:
                 try:
                     self._follow(op)
-                except OSError as exc:
-                    log.warning("sidecar of %s: %s", getattr(op, "path", op), exc.strerror)
+                except Exception as exc:  # one photo's sidecar; the rest go on
+                    log.warning(
+                        "sidecar after %s: %s: %s", type(op).__name__, type(exc).__name__, exc
+                    )
 
     def _follow(self, op: object) -> None:
         if isinstance(op, Tagged):
@@ -134,14 +146,40 @@ class Sidecars:
 
     def _folder(self, path: str) -> Path:
         """The mirror of a folder (a move or delete of a whole folder)."""
-        return self.root / path.lstrip("/")
+        return self._mirrored(path)
+
+
+MAX_SIDECAR_BYTES = 4_000_000
+
+
+def _read_sidecar(path: Path) -> bytes | None:
+    """An existing sidecar's bytes: a regular file of sane size, never through a symlink
+    (a photo folder is shared; a link could point anywhere) and never a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SidecarError("a symlink, not followed") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise SidecarError("not a regular file")
+        if st.st_size > MAX_SIDECAR_BYTES:
+            raise SidecarError(f"over {MAX_SIDECAR_BYTES:,} bytes")
+        return handle.read(MAX_SIDECAR_BYTES + 1)
 
 
 def _write_atomically(target: Path, content: bytes) -> None:
+    """A new file under an unguessable name (never through a planted link), then renamed
+    over the sidecar: a reader sees the old sidecar or the new one, nothing between."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        with open(temporary, "wb") as out:
+        with os.fdopen(os.open(temporary, flags, 0o644), "wb") as out:
             out.write(content)
             out.flush()
             os.fsync(out.fileno())

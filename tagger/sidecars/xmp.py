@@ -8,6 +8,7 @@ entries sit under the `tagger` root, so a rewrite replaces them and keeps everyo
 from __future__ import annotations
 
 import io
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
@@ -70,18 +71,24 @@ def merged(existing: bytes | None, paths: Sequence[Sequence[str]]) -> bytes:
         ["/".join([ROOT, *path]) for path in paths],
     )
     ET.indent(root, space=" ")
-    return (_BEGIN + ET.tostring(root, encoding="unicode") + _END).encode("utf-8")
+    try:
+        text = ET.tostring(root, encoding="unicode")
+    except (ValueError, RecursionError) as exc:
+        raise SidecarError(f"cannot write it back: {type(exc).__name__}") from None
+    return (_BEGIN + text + _END).encode("utf-8")
 
 
 def _parse(data: bytes) -> ET.Element:
     """The document's root (x:xmpmeta or a bare rdf:RDF), its own prefixes kept."""
     try:
         for _, (prefix, uri) in ET.iterparse(io.BytesIO(data), events=("start-ns",)):
-            if prefix and prefix not in NS:
-                ET.register_namespace(prefix, uri)
+            if prefix and prefix not in NS and not re.fullmatch(r"ns\d+", prefix):
+                ET.register_namespace(prefix, uri)  # ns0... are ElementTree's own
         root = ET.fromstring(data)
     except ET.ParseError as exc:
         raise SidecarError(f"not well-formed XML: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # odd prefixes; nesting too deep
+        raise SidecarError(f"not XMP tagger can read: {type(exc).__name__}") from None
     if root.tag not in (_q("x", "xmpmeta"), _q("rdf", "RDF")):
         raise SidecarError(f"not XMP (its root element is {root.tag})")
     return root

@@ -90,16 +90,16 @@ def image_report(store: Store, sha256: str, language: Language = "en") -> Row | 
         }
 
 
-def present_paths(store: Store, sha256: str) -> list[str]:
-    """The paths that hold this content now, as the store knows them."""
+def present_paths(store: Store, sha256: str) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of each file that holds this content, as the store knows it."""
     statement = (
-        select(File.path)
+        select(File.path, File.size, File.mtime_ns)
         .join(Image, File.image_id == Image.id)
         .where(Image.sha256 == sha256, PRESENT)
         .order_by(File.path)
     )
     with store.session() as session:
-        return list(session.scalars(statement))
+        return [(path, size, mtime) for path, size, mtime in session.execute(statement)]
 
 
 def label_covers(store: Store, min_score: float) -> dict[str, str]:

@@ -57,7 +57,7 @@ class Daemon:
         self._settings = settings
         self._store = store
         self._classifier = classifier
-        self._roots = [root.absolute() for root in roots]
+        self._roots = [Path(os.path.abspath(root)) for root in roots]  # no `..` left
         self._notifier = notifier or Notifier({})
         self._filter = PhotoFilter(settings.scan)
         self._files = StatusFiles.of(settings)

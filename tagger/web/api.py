@@ -80,9 +80,11 @@ async def predict(request: Request) -> Response:
     if upload.size is not None and upload.size > limit:
         raise HTTPError(413, f"over the limit of {limit:,} bytes (web.max_upload_bytes)")
     data = await upload.read()
-    geometry, max_pixels = ctx.classifier.spec.geometry, ctx.settings.scan.max_pixels
     try:
-        image: Decoded = await in_thread(decode_bytes, data, geometry, max_pixels)
+        async with ctx.decoding:
+            image: Decoded = await in_thread(
+                decode_bytes, data, ctx.classifier.spec.geometry, ctx.max_pixels
+            )
     except SkipFile as skip:
         raise _refused(skip) from None
     tags = await asyncio.wrap_future(ctx.classifier.predict(image.pixels, top_k))
@@ -135,7 +137,8 @@ async def _accept(ctx: WebContext, file: UploadFile, lang: Language) -> dict[str
         hashed = Hashed(await in_thread(stat_file, str(part)), sha256)
         geometry = ctx.classifier.spec.geometry
         try:
-            image: Decoded = await in_thread(decode, hashed, geometry, ctx.settings.scan.max_pixels)
+            async with ctx.decoding:
+                image: Decoded = await in_thread(decode, hashed, geometry, ctx.max_pixels)
         except SkipFile as skip:
             raise _refused(skip) from None
         tags = await asyncio.wrap_future(ctx.classifier.predict(image.pixels, 3))

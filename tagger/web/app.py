@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from tagger.errors import TaggerError
 from tagger.web import api, pages
 from tagger.web.context import HTTPError, WebContext
+from tagger.web.server import loopback, parse_listen
 
 log = logging.getLogger(__name__)
 
@@ -52,39 +53,66 @@ def create_app(ctx: WebContext) -> Starlette:
         Route("/metrics", api.metrics),
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
-    password, token = ctx.settings.web.secret("password"), ctx.settings.web.secret("token")
+    web = ctx.settings.web
+    password, token = web.secret("password"), web.secret("token")
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_Guard, password=password, token=token)],
-        exception_handlers={
-            HTTPError: _http_error,
-            HTTPException: _starlette_error,
-            Exception: _unexpected,
-        },
+        middleware=[
+            Middleware(
+                _Guard,
+                password=password,
+                token=token,
+                hosts=allowed_hosts(web.listen, web.allowed_hosts),
+            )
+        ],
+        exception_handlers={HTTPError: _http_error, HTTPException: _starlette_error},
         max_body_size=ctx.settings.web.max_request_bytes,
     )
     app.state.ctx = ctx
     return app
 
 
+def allowed_hosts(listen: str, configured: list[str]) -> frozenset[str] | None:
+    """The Host names a request may carry (None: any). On loopback only loopback names, so
+    that no web site can reach the page through DNS rebinding; elsewhere web.allowed_hosts,
+    if set."""
+    host, _ = parse_listen(listen)
+    if configured:
+        return frozenset(name.lower() for name in configured)
+    if loopback(host):
+        return frozenset({"localhost", "127.0.0.1", "::1", host})
+    return None
+
+
 class _Guard(BaseHTTPMiddleware):
-    def __init__(self, app: object, password: str | None, token: str | None) -> None:
+    def __init__(
+        self,
+        app: object,
+        password: str | None,
+        token: str | None,
+        hosts: frozenset[str] | None,
+    ) -> None:
         super().__init__(app)  # type: ignore[arg-type]
-        self._password, self._token = password, token
+        self._password, self._token, self._hosts = password, token, hosts
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        try:
+            response = await self._guarded(request, call_next)
+        except Exception as exc:  # the one boundary: one line in the log, one for the client
+            response = await _unexpected(request, exc)
+        _secure(response)
+        return response
+
+    async def _guarded(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         path = request.url.path
+        if self._hosts is not None and _host(request) not in self._hosts:
+            return _error(request, 400, "unknown Host: add it to web.allowed_hosts")
         guarded = (self._password or self._token) and not path.startswith(_OPEN)
         if guarded and not self._allowed(request.headers.get("authorization", "")):
             return _error(request, 401, "a password or token is needed", auth=True)
         if request.method not in ("GET", "HEAD", "OPTIONS") and not _same_origin(request):
             return _error(request, 403, "cross-site request refused")
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
-        return response
+        return await call_next(request)
 
     def _allowed(self, header: str) -> bool:
         scheme, _, value = header.partition(" ")
@@ -97,6 +125,21 @@ class _Guard(BaseHTTPMiddleware):
                 return False
             return hmac.compare_digest(given, self._password.encode())
         return False
+
+
+def _secure(response: Response) -> None:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+
+
+def _host(request: Request) -> str:
+    """The Host header's name, without the port ("[::1]:8080" -> "::1")."""
+    host = request.headers.get("host", "").lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _same_origin(request: Request) -> bool:
@@ -138,5 +181,6 @@ async def _starlette_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     if isinstance(exc, TaggerError):
         return _error(request, 400, str(exc))
-    log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, first)
     return _error(request, 500, "internal error; the daemon's log says more")

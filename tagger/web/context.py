@@ -49,9 +49,15 @@ class WebContext:
     healthy: Callable[[], bool]
     exposed: bool = False  # listening beyond loopback without a password or token
     _real_roots: list[Path] = field(default_factory=list)
+    # One upload decoded at a time: what it costs in memory is bounded by web.max_pixels.
+    decoding: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
     def __post_init__(self) -> None:
         self._real_roots = [root.resolve() for root in self.roots]
+
+    @property
+    def max_pixels(self) -> int:
+        return min(self.settings.scan.max_pixels, self.settings.web.max_pixels)
 
     def query(self, text: str) -> Query:
         """The CLI's query language; a malformed query is a 400 saying where."""
@@ -66,14 +72,15 @@ class WebContext:
         """A regular file holding this content, inside a watched folder: the request names
         only a hash, never a path, and a symlink out of the folders is never followed."""
         check_sha256(sha256)
-        for text in present_paths(self.store, sha256):
+        for text, size, mtime_ns in present_paths(self.store, sha256):
             try:
                 real = Path(text).resolve(strict=True)
-                mode = os.stat(real).st_mode
+                st = os.stat(real)
             except (OSError, RuntimeError):
                 continue
             inside = any(real.is_relative_to(root) for root in self._real_roots)
-            if inside and stat.S_ISREG(mode):
+            unchanged = (st.st_size, st.st_mtime_ns) == (size, mtime_ns)  # still that content
+            if inside and stat.S_ISREG(st.st_mode) and unchanged:
                 return real
         raise HTTPError(404, "no such image, or none of its files can be served")
 

@@ -11,11 +11,45 @@ import time
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tagger.errors import ConfigError, TaggerError
 
 log = logging.getLogger(__name__)
 _START_TIMEOUT_S = 30
+MAX_CONNECTIONS = 256  # open at once; beyond, a new one is closed at once
+MAX_REQUESTS = 64  # in progress at once; beyond, 503 (uvicorn's limit_concurrency)
+FIRST_REQUEST_S = 10.0  # a connection must send its request headers within this
+
+
+class _GuardedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, made to drop connections that take file handles and do
+    nothing: beyond MAX_CONNECTIONS, or silent (or dribbling headers) for FIRST_REQUEST_S."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > MAX_CONNECTIONS:
+            transport.close()
+            return
+        self.loop.call_later(FIRST_REQUEST_S, self._close_if_no_request)
+
+    def _close_if_no_request(self) -> None:
+        if self.cycle is None and not self.transport.is_closing():
+            self.transport.close()
+
+
+def more_file_handles(wanted: int = 65536) -> None:
+    """Raise this process's open-files limit towards its hard limit: each connection,
+    photo and thumbnail being read takes a handle, and 1024 is a common default."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, OSError, ValueError) as exc:
+        log.debug("open-files limit unchanged: %s", exc)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -67,6 +101,9 @@ class WebServer:
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=5,
+            timeout_keep_alive=5,
+            limit_concurrency=MAX_REQUESTS,
+            http=_GuardedH11,
             workers=1,
         )
         self._server = uvicorn.Server(config)
@@ -81,6 +118,7 @@ class WebServer:
             self._failure = exc
 
     def start(self) -> None:
+        more_file_handles()
         self._thread.start()
         deadline = time.monotonic() + _START_TIMEOUT_S
         while not self._server.started:

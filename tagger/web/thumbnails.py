@@ -175,9 +175,9 @@ def _make_thumbnail(source: Path, size: int) -> Image.Image:
     except ThumbnailError:
         raise
     except SkipFile as exc:  # vanished, or replaced by something that is not a file
-        raise ThumbnailError(f"cannot read {source}: {exc.reason}") from None
+        raise ThumbnailError(f"cannot read the photo: {exc.reason}") from None
     except Exception as exc:  # Pillow's decoders raise many kinds for damaged data
-        raise ThumbnailError(f"cannot decode {source}: {type(exc).__name__}: {exc}") from None
+        raise ThumbnailError(f"cannot decode the photo: {type(exc).__name__}") from None
 
 
 def _orientation(image: Image.Image) -> int:

@@ -63,7 +63,9 @@ def safe_name(hint: str | None, image_format: str, extensions: Iterable[str]) ->
     """A plain file name from what the client sent, ending in a photo extension."""
     name = re.split(r"[/\\]", hint or "")[-1]
     name = "".join(c for c in unicodedata.normalize("NFC", name) if c.isprintable())
-    name = name.strip().lstrip(".").strip()[:150] or "upload"
+    name = name.strip().lstrip(".").strip() or "upload"
+    while len(name.encode()) > 200:  # file systems count bytes (255); room for " (2)"
+        name = Path(name).stem[:-1] + Path(name).suffix if len(Path(name).stem) > 1 else name[:-1]
     wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     if Path(name).suffix.lower() not in wanted:
         name += _SUFFIX_BY_FORMAT.get(image_format, ".img")

@@ -193,3 +193,29 @@ def test_the_daemon_keeps_mirror_sidecars_in_step(watching: tuple[Path, Path]) -
     assert not sidecar(photos / "cat.jpg").exists()
     (photos / "lunch.jpg").unlink()
     wait_for(lambda: not sidecar(photos / "lunch.jpg").exists(), "a deleted photo's sidecar to go")
+
+
+def test_planted_links_and_fifos_are_never_followed(
+    tmp_path: Path, photos: Path, tagger: Callable[..., Result]
+) -> None:
+    assert tagger("scan", str(photos)).code == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (photos / "cat.jpg.xmp").symlink_to(victim)
+    os.mkfifo(photos / "lunch.jpg.xmp")
+    result = tagger("xmp", "--mode", "beside")
+    assert result.code == 1
+    assert "cat.jpg.xmp: a symlink, not followed" in result.err
+    assert "lunch.jpg.xmp: not a regular file" in result.err
+    assert victim.read_text() == "precious"
+    assert not [p for p in photos.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_mirror_sidecar_never_leaves_the_mirror(tmp_path: Path) -> None:
+    settings = Settings(db=str(tmp_path / "t.db"), data_dir=tmp_path, xmp={"write": "mirror"})
+    store = Store(settings.db_url)
+    sidecars = Sidecars(settings, store)
+    escaped = sidecars.path_for("/tmp/../../../etc/passwd")
+    assert escaped == tmp_path / "xmp" / "etc" / "passwd.xmp"
+    assert sidecars.path_for("/../..").parent == tmp_path / "xmp"
+    store.close()

@@ -302,3 +302,36 @@ def png_declaring(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\0" * 16))
         + chunk(b"IEND", b"")
     )
+
+
+def test_requests_for_other_host_names_are_refused(served: Served) -> None:
+    """On loopback, a page reached through DNS rebinding carries a foreign Host: refused."""
+    status = served.client.get("/api/status", headers={"Host": "attacker.example:8080"})
+    assert status.status_code == 400 and "web.allowed_hosts" in status.json()["error"]
+    assert served.client.get("/api/status", headers={"Host": "localhost:1"}).status_code == 200
+
+
+def test_hostile_inputs_get_one_line_answers(served: Served) -> None:
+    bomb = served.client.post("/predict", files={"file": ("x.png", png_declaring(8000, 8000))})
+    assert bomb.status_code == 413 and "too many pixels" in bomb.json()["error"]
+    for query in ("added:-99999999999d..", " ".join(["label:cat"] * 65)):
+        answer = served.client.get("/api/images", params={"q": query})
+        assert answer.status_code == 400 and "\n" not in answer.json()["error"]
+    long_name = "é" * 200 + ".jpg"
+    stored = served.upload(CAT, name=long_name).json()["uploads"][0]["stored_as"]
+    assert stored.endswith(".jpg") and len(stored.encode()) <= 200
+    page = served.client.get("//evil.example/x", headers={"Accept": "text/html"})
+    assert page.status_code == 404 and 'href="//evil' not in page.text
+    assert "content-security-policy" in page.headers
+
+
+def test_silent_connections_are_closed(
+    tmp_path: Path, classifier: TorchClassifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tagger.web.server.FIRST_REQUEST_S", 0.5)
+    for served in serve(tmp_path, classifier):
+        port = served.client.base_url.port
+        assert port is not None
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
+            assert idle.recv(1) == b""  # closed by the server, no request sent
+        assert served.client.get("/healthz").status_code == 200

@@ -22,7 +22,11 @@ from typing import TypeVar
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -166,13 +170,21 @@ def _chinese(driver: webdriver.Chrome, base: str, shots: Path) -> None:
     """The language switch shows Chinese names, and the choice sticks (a cookie)."""
     driver.get(f"{base}/labels")
     driver.find_element(By.CSS_SELECTOR, 'nav.lang a[hreflang="zh"]').click()
-    _wait(driver, lambda: "猫" in driver.find_element(By.TAG_NAME, "main").text or None)
+    _wait(driver, lambda: "猫" in _main_text(driver) or None)
     driver.save_screenshot(str(shots / "labels_zh.png"))
     driver.get(f"{base}/photos?q=label:猫")
     captions = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "ul.grid span")]
     assert captions and all(c.startswith("猫") for c in captions), captions
     driver.find_element(By.CSS_SELECTOR, 'nav.lang a[hreflang="en"]').click()
-    _wait(driver, lambda: "cat" in driver.find_element(By.TAG_NAME, "main").text or None)
+    _wait(driver, lambda: "cat" in _main_text(driver) or None)
+
+
+def _main_text(driver: webdriver.Chrome) -> str:
+    """The page's main text; "" while htmx is swapping it (the old element goes stale)."""
+    try:
+        return str(driver.find_element(By.TAG_NAME, "main").text)
+    except (StaleElementReferenceException, NoSuchElementException):
+        return ""
 
 
 def _cat_label(driver: webdriver.Chrome, base: str) -> WebElement | None:
