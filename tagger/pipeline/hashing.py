@@ -38,7 +38,17 @@ def stat_file(path: str, follow_symlinks: bool = True) -> FileInfo:
         raise BadImage("a symlink, not followed (scan.follow_symlinks = false)")
     if not stat.S_ISREG(st.st_mode):
         raise BadImage(f"not a regular file ({_kind(st.st_mode)})")
-    return FileInfo(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return FileInfo(path=path, size=st.st_size, mtime_ns=_clamped(st.st_mtime_ns))
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _clamped(mtime_ns: int) -> int:
+    """An mtime the database can hold. Past 2262 or before 1677 (`touch -d`, `tar`, `rsync -t`
+    can set any) it does not fit 64 bits; only whether it changed matters, and clamped it
+    still tells that for every date a file really has."""
+    return min(max(mtime_ns, _INT64[0]), _INT64[1])
 
 
 def open_regular(path: str) -> io.BufferedReader:

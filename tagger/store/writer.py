@@ -160,12 +160,40 @@ class StoreWriter:
                 return
 
     def _write_group(self, work: list[Any]) -> None:
-        if work and self._error is None:
+        """Write a group; when it fails for a reason that is not the database's, write its
+        operations one by one, so that one odd value costs one file, not the group."""
+        if not work or self._error is not None:
+            return
+        try:
+            self._write_until_done(work)
+        except OperationalError as exc:  # the database itself: nothing more can be stored
+            self._fail(exc)
+        except Exception as exc:
+            if len(work) > 1:
+                for op in work:
+                    self._write_group([op])
+            else:
+                self._refuse(work[0], exc)
+
+    def _refuse(self, op: Op, exc: Exception) -> None:
+        """Record the one operation the database would not take as its file's failure."""
+        file = op.decoded.hashed.file if isinstance(op, Tagged) else getattr(op, "file", None)
+        reason = f"cannot be stored: {type(exc).__name__}: {_first_line(exc)}"
+        log.error("%s %s", getattr(file, "path", type(op).__name__), reason)
+        if isinstance(file, FileInfo) and not isinstance(op, Failure):
             try:
-                self._write_until_done(work)
-            except Exception as exc:
-                log.error("database write failed: %s", _first_line(exc))
-                self._error = exc
+                self._write_until_done([Failure(file, reason)])
+                return
+            except Exception as again:
+                exc = again
+        if isinstance(exc, OperationalError | IntegrityError):
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """The writer cannot go on: say so, and stop the run (the daemon exits non-zero)."""
+        log.error("database write failed: %s", _first_line(exc))
+        self._error = exc
+        self._stop.set()
 
     def _committed(self, work: list[Op]) -> None:
         if self._on_commit is None:

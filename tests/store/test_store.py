@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import sqlite3
 import stat
 import threading
@@ -38,7 +39,7 @@ from tagger.store.database import Store, alembic_config, make_engine, schema_rev
 from tagger.store.maintenance import retag
 from tagger.store.reports import failures
 from tagger.store.writer import StoreWriter, write_once
-from tests.helpers import Result
+from tests.helpers import PHOTOS, Result
 
 
 def test_upgrade_from_empty_to_head(tmp_path: Path) -> None:
@@ -294,3 +295,39 @@ def test_a_one_off_write_that_stops_the_writer_fails_what_waits_behind_it(
     with pytest.raises(TaggerError, match="cannot write to the database"):
         writer.close()
     store.close()
+
+
+def test_one_operation_the_database_refuses_costs_that_file_not_the_group(
+    tmp_path: Path,
+) -> None:
+    """A value SQLite cannot hold fails its own file; the rest of the group is stored and
+    the writer goes on (before, the whole group was lost and the writer stopped for good)."""
+    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    odd = FileInfo(str(tmp_path / "odd.jpg"), 1, 2**64)  # no 64-bit integer holds it
+    stop = threading.Event()
+    with StoreWriter(store, stop=stop) as writer:
+        writer.put(Failure(FileInfo(str(tmp_path / "a.jpg"), 1, 1), "bad"))
+        writer.put(Failure(odd, "bad"))
+        writer.put(Failure(FileInfo(str(tmp_path / "b.jpg"), 1, 1), "bad"))
+    assert not stop.is_set()
+    with sqlite3.connect(tmp_path / "t.db") as connection:
+        paths = {Path(p).name for (p,) in connection.execute("SELECT path FROM files")}
+    assert paths == {"a.jpg", "b.jpg"}
+    store.close()
+
+
+def test_a_file_dated_past_2262_is_tagged_like_any_other(
+    tagger: Callable[..., Result], tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, year_2300 in (("future.jpg", True), ("today.jpg", False)):
+        shutil.copy(PHOTOS / "coral_cat_720p.jpg", folder / name)
+        if year_2300:
+            stamp = 10_413_792_000 * 10**9  # 2300-01-01 in ns: more than 64 bits hold
+            os.utime(folder / name, ns=(stamp, stamp))
+    scanned = tagger("scan", str(folder))
+    assert scanned.code == 0, scanned.err
+    assert "2 files: 1 new, 1 duplicate content" in scanned.out
+    again = tagger("scan", str(folder))
+    assert "2 unchanged" in again.out  # the clamped mtime is stable
