@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import queue
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -286,14 +287,26 @@ class OpenVinoClassifier(_Exported):
             compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:
             raise WeightsError(f"cannot load {path} ({exc}); delete {folder} to rebuild") from None
-        self._requests = [compiled.create_infer_request() for _ in range(streams)]
+        # Two batches may run at once (`lanes`, used by the web page's model sharing): the
+        # second one's requests wait in OpenVINO's queue, so a stream that finishes first
+        # takes the next share instead of idling at the first batch's barrier.
+        self.lanes = 2 if streams > 1 else 1
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for _ in range(streams * self.lanes):
+            self._idle.put(compiled.create_infer_request())
         log.info("loaded %s on openvino from %s", spec.name, folder)
 
     def _run(self, batch: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.float32]:
         share = self._share
-        busy = self._requests[: -(-count // share)]  # a lone photo wakes one stream, not all
-        for i, request in enumerate(busy):
-            request.start_async({0: batch[i * share : (i + 1) * share]})
-        for request in busy:
-            request.wait()
-        return np.concatenate([np.array(r.get_output_tensor(0).data) for r in busy])
+        # A lone photo wakes one stream, not all. At most `lanes` callers at once (the
+        # caller's promise), so the pool always has the requests asked for.
+        busy = [self._idle.get() for _ in range(-(-count // share))]
+        try:
+            for i, request in enumerate(busy):
+                request.start_async({0: batch[i * share : (i + 1) * share]})
+            for request in busy:
+                request.wait()
+            return np.concatenate([np.array(r.get_output_tensor(0).data) for r in busy])
+        finally:
+            for request in busy:
+                self._idle.put(request)

@@ -50,11 +50,18 @@ class SharedClassifier:
         self._inner = inner
         self._observe = observe
         self._cond = threading.Condition()
-        self._busy = False
+        # Batches the runtime runs well at once (OpenVINO: 2, see its `lanes`); one each
+        # for the other runtimes, whose threads would only contend.
+        self._lanes = max(1, int(getattr(inner, "lanes", 1)))
+        self._busy = 0
         self._urgent = 0  # web batches waiting for the model
         self._requests: queue.Queue[_Request | EndOfInput] = queue.Queue()
-        self._thread = threading.Thread(target=self._serve, name="tagger-predict", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"tagger-predict-{n}", daemon=True)
+            for n in range(self._lanes)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def spec(self) -> ModelSpec:
@@ -86,15 +93,17 @@ class SharedClassifier:
     def predict(self, pixels: npt.NDArray[np.uint8], top_k: int = 3) -> Future[list[Tag]]:
         """The `top_k` model classes (no derived labels) of one HxWx3 image, best first."""
         future: Future[list[Tag]] = Future()
-        if not self._thread.is_alive():
+        if not self._threads[0].is_alive():
             future.set_exception(RuntimeError("the model is shutting down"))
         else:
             self._requests.put(_Request(pixels, top_k, future))
         return future
 
     def close(self) -> None:
-        self._requests.put(END)
-        self._thread.join()
+        for _ in self._threads:
+            self._requests.put(END)
+        for thread in self._threads:
+            thread.join()
 
     def _serve(self) -> None:
         batch: list[_Request]
@@ -120,18 +129,18 @@ class SharedClassifier:
 
     @contextmanager
     def _turn(self, urgent: bool) -> Iterator[None]:
-        """Hold the model alone; urgent (web) turns go before waiting pipeline turns."""
+        """Take one of the model's lanes; urgent (web) turns go before the pipeline's."""
         with self._cond:
             self._urgent += urgent
             try:
-                while self._busy or (not urgent and self._urgent):
+                while self._busy >= self._lanes or (not urgent and self._urgent):
                     self._cond.wait()
             finally:
                 self._urgent -= urgent
-            self._busy = True
+            self._busy += 1
         try:
             yield
         finally:
             with self._cond:
-                self._busy = False
+                self._busy -= 1
                 self._cond.notify_all()
