@@ -20,6 +20,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import URL, make_url
 
 from tagger.errors import ConfigError
 
@@ -230,10 +231,19 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
+        """`db` if it is a URL, else the SQLite URL of the path. SQLAlchemy builds it, so
+        that a path stays a path: in a hand-made URL `what?.db` would be the file `what`
+        with a query string, and `pct%41.db` the file `pctA.db`."""
         if "://" in self.db:
             return self.db
-        path = Path(self.db).expanduser() if self.db else self.data_dir / "tagger.db"
-        return f"sqlite:///{path.absolute()}"
+        path = (Path(self.db).expanduser() if self.db else self.data_dir / "tagger.db").absolute()
+        try:
+            url = URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)
+        except UnicodeEncodeError:
+            raise ConfigError(f"database path {path!r} is not valid UTF-8; rename it") from None
+        if make_url(url).database != str(path):  # never open some other file instead
+            raise ConfigError(f"database path {path!r} cannot be written as a URL; rename it")
+        return url
 
 
 def default_config_file() -> Path:

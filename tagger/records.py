@@ -92,11 +92,13 @@ class Moved:
 @dataclass(frozen=True)
 class Swept:
     """After a full walk of `root`: every stored path under it that is not `present` is gone,
-    unless it was stored after the walk began (it arrived while the walk was elsewhere)."""
+    unless it was stored after the walk began (it arrived while the walk was elsewhere) or
+    lies under a folder the walk could not read (`unreadable`: (folder, why) pairs)."""
 
     root: str
     present: frozenset[str]
     started: datetime
+    unreadable: tuple[tuple[str, str], ...] = ()
 
 
 # What the pipeline asks the writer to record, beside Failure, Gone, Moved and Swept.

@@ -7,7 +7,9 @@ import time
 from typing import Any
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
+from tagger.cli.boundary import describe
 from tagger.cli.common import (
     MODEL_NAMES,
     App,
@@ -19,7 +21,9 @@ from tagger.cli.common import (
 )
 from tagger.cli.output import render
 from tagger.config import explain
-from tagger.store.database import make_engine, schema_revisions, upgrade
+from tagger.errors import TaggerError
+from tagger.pipeline.files import printable
+from tagger.store.database import database_revisions, upgrade_database
 
 
 @click.command(
@@ -35,11 +39,17 @@ def status(app: App, fmt: str) -> None:
     """Show whether `tagger watch` runs on this database, and what it is doing.
 
     Exit status: 0 when a daemon is running and responsive, 1 when it is running but has
-    not updated its status for a minute, 3 when none is running (as systemctl uses).
+    not updated its status for a minute, 3 when none is running (as systemctl uses), 4
+    when the database cannot be read (damaged, not tagger's, unreachable).
     """
     from tagger.service import status_report
 
-    state = status_report(app.settings(), app.store)
+    settings = app.settings()
+    try:
+        state = status_report(settings, app.store)
+    except (TaggerError, SQLAlchemyError) as exc:
+        click.echo(f"error: {describe(exc, settings.db_url)}", err=True)
+        raise SystemExit(4) from None
     report = state.report
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
@@ -69,7 +79,10 @@ def _status_text(report: dict[str, Any]) -> str:
         lines += [
             f"tagger watch is running{health} (pid {daemon['pid']}), {daemon['state']}",
             f"  since:         {when(daemon['started'])}",
-            *(f"  watching:      {root} ({how})" for root, how in daemon["observers"].items()),
+            *(
+                f"  watching:      {printable(root)} ({how})"
+                for root, how in daemon["observers"].items()
+            ),
             f"  queue:         {daemon['queue']} files",
             f"  this run:      {counts['new']} tagged, {counts['duplicate']} duplicates, "
             f"{counts['unchanged']} unchanged, {counts['failed']} failed",
@@ -186,8 +199,7 @@ def db() -> None:
 @pass_app
 def db_upgrade(app: App) -> None:
     """Migrate the database schema to this tagger's version (back the file up first)."""
-    engine = make_engine(app.settings().db_url)
-    before, after = upgrade(engine)
+    before, after = upgrade_database(app.settings().db_url)
     click.echo(
         f"schema {before or 'empty'} -> {after}"
         if before != after
@@ -200,7 +212,7 @@ def db_upgrade(app: App) -> None:
 def db_status(app: App) -> None:
     """Show the database location and whether its schema is current."""
     url = app.settings().db_url
-    current, head = schema_revisions(make_engine(url))
+    current, head = database_revisions(url)
     state = (
         "current"
         if current == head

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from tagger.cli.boundary import OutputError
 from tagger.cli.common import (
     App,
     example,
@@ -23,6 +24,7 @@ from tagger.cli.common import (
 )
 from tagger.cli.output import render
 from tagger.errors import TaggerError
+from tagger.pipeline.files import printable
 from tagger.store.search import SORTS
 
 
@@ -48,8 +50,16 @@ from tagger.store.search import SORTS
     help="order of the answer; a leading - means descending",
 )
 @click.option("--limit", type=click.IntRange(1), help="at most this many files")
-@format_option()
-@click.option("-0", "--null", is_flag=True, help="bare paths ended by NUL, for xargs -0")
+@format_option(
+    help="table for people; json or csv for programs; paths: one per line, for reading by eye"
+    " (a newline in a file name splits it: scripts use -0)"
+)
+@click.option(
+    "-0",
+    "--null",
+    is_flag=True,
+    help="bare paths ended by NUL, for xargs -0: the safe form for scripts",
+)
 @lang_option
 @pass_app
 def query(
@@ -75,7 +85,8 @@ def query(
     format:png,jpg   the file's image format
 
     Terms are ANDed; quote terms with spaces or globs for the shell. Without terms:
-    every tagged file with its best label.
+    every tagged file with its best label. In scripts, read paths with -0 (NUL-ended):
+    a file name may hold a newline, which --format paths cannot show apart.
     """
     from tagger.labels.hierarchy import hierarchy
     from tagger.query.language import Query, label_term
@@ -140,15 +151,22 @@ def export(
     threshold = app.min_score(min_score)
     language = app.language(lang)
     files = exported(app.store(), parse_terms(words), threshold, language)
-    if fmt == "json":
+    try:
+        if fmt == "json":
+            for file in files:
+                output.write(json.dumps(file, ensure_ascii=False) + "\n")
+            output.flush()
+            return
+        _, columns = localised([], EXPORT_COLUMNS, fmt, language)
+        writer = csv.DictWriter(output, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
         for file in files:
-            output.write(json.dumps(file, ensure_ascii=False) + "\n")
-        return
-    _, columns = localised([], EXPORT_COLUMNS, fmt, language)
-    writer = csv.DictWriter(output, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for file in files:
-        writer.writerows(flat(file))
+            writer.writerows(flat(file))
+        output.flush()
+    except OutputError:
+        raise
+    except OSError as exc:  # -o FILE: a full disk, a vanished mount
+        raise TaggerError(f"cannot write {printable(output.name)}: {exc.strerror}") from None
 
 
 @click.command(
@@ -165,15 +183,17 @@ def show(app: App, path: Path, fmt: str, lang: str | None) -> None:
     language = app.language(lang)
     report = file_report(app.store(), os.path.abspath(path), language)
     if report is None:
-        raise TaggerError(f"{path} is not in the database; run `tagger scan` on its folder")
+        raise TaggerError(
+            f"{printable(path)} is not in the database; run `tagger scan` on its folder"
+        )
     if fmt == "json":
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return
-    click.echo(report["path"])
+    click.echo(printable(report["path"]))  # escaped, as tables are: names are anyone's
     keys = ("status", "error", "missing_since", "format", "width", "height", "model", "tagged_at")
     for key in (*keys, "sha256"):
         if report.get(key) is not None:
-            click.echo(f"  {key}: {report[key]}")
+            click.echo(f"  {key}: {printable(str(report[key]))}")
     if report["tags"]:
         columns = ["rank", "label", "score", "derived"]
         tags, columns = localised(report["tags"], columns, "table", language)
@@ -243,7 +263,7 @@ def duplicates(app: App, fmt: str) -> None:
     for group in groups if fmt == "table" else []:
         click.echo(f"{group['sha256'][:12]}  {len(group['paths'])} copies")
         for path in group["paths"]:
-            click.echo(f"  {path}")
+            click.echo(f"  {printable(path)}")
 
 
 @click.command(epilog=example("tagger errors", "tagger errors --format csv > failed.csv"))

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast, get_args
 
 import click
-from sqlalchemy.engine import make_url
 
+from tagger.cli.boundary import mask_secrets
 from tagger.cli.output import FORMATS, render
 from tagger.config import ModelName, Settings, load_settings
 from tagger.labels.names import LANGUAGES, Language
@@ -28,7 +28,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class App:
     """What every command shares: the flags given, and settings/store opened on first use."""
 
-    config_file: Path | None
+    config_file: Path | None = None
     flags: dict[str, Any] = field(default_factory=dict)
     _settings: Settings | None = None
     _store: Store | None = None
@@ -38,10 +38,19 @@ class App:
             self._settings = load_settings(self.config_file, **(self.flags | more))
         return self._settings
 
-    def store(self) -> Store:
+    def store(self, create: bool = False) -> Store:
+        """The database, opened once. Only the commands that tag pass `create`: the others
+        answer "no database at ..." for a mistyped --db instead of making an empty one."""
         if self._store is None:
-            self._store = Store(self.settings().db_url)
+            self._store = Store(self.settings().db_url, create=create)
         return self._store
+
+    def database(self) -> str | None:
+        """The database URL for an error message; None when the settings are unusable."""
+        try:
+            return self.settings().db_url
+        except Exception:
+            return None
 
     def classifier(self, settings: Settings) -> Classifier:
         from tagger.service import load_classifier
@@ -74,7 +83,8 @@ def format_option(
         or (
             "table for people; json for scripts"
             if choices == ("table", "json")
-            else "table for people; json, csv or bare paths for other programs"
+            else "table for people; json or csv for programs; paths: one per line"
+            " (not safe for names with newlines)"
         ),
     )
 
@@ -134,11 +144,9 @@ def print_notes(parsed: Query) -> None:
         click.echo(f"note: {note}", err=True)
 
 
-def masked(url: Any) -> Any:
-    """A database URL with its password hidden; anything else as it is."""
-    if isinstance(url, str) and "://" in url:
-        return make_url(url).render_as_string(hide_password=True)
-    return url
+def masked(value: Any) -> Any:
+    """A text with the passwords of its URLs hidden; anything else as it is."""
+    return mask_secrets(value) if isinstance(value, str) else value
 
 
 def print_rows(

@@ -1,8 +1,10 @@
 """The `tagger` command: the group, its commands by theme, and `main()`, the one place
-that turns a TaggerError into `error: ...` and exit 1."""
+that turns an error into `error: ...` and exit 1 (what it prints: boundary.py)."""
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import os
 import sys
@@ -13,8 +15,17 @@ import click
 
 from tagger import __version__
 from tagger.cli import admin, browsing, tagging
+from tagger.cli.boundary import (
+    OutputError,
+    abandon_output,
+    debug_report,
+    describe,
+    flush_output,
+    guard_standard_streams,
+    mask_log_handlers,
+    mask_secrets,
+)
 from tagger.cli.common import App, example
-from tagger.errors import TaggerError
 from tagger.pipeline.threads import fewer_malloc_arenas
 
 
@@ -47,13 +58,16 @@ def cli(
     leaves this machine: the default model's weights are installed with tagger.
     """
     level = "DEBUG" if debug else "INFO" if verbose else None
-    ctx.obj = App(config_file, {"db": db, "log_level": level})
+    app = ctx.obj if isinstance(ctx.obj, App) else App()  # main() hands one in
+    app.config_file, app.flags = config_file, {"db": db, "log_level": level}
+    ctx.obj = app
     logging.basicConfig(
         level=getattr(logging, level or "WARNING"),
         stream=sys.stderr,
         force=True,
         format="%(levelname)s %(message)s" if debug else "%(message)s",
     )
+    mask_log_handlers()
     if not debug:  # migration chatter is not news
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -80,26 +94,37 @@ for command in (
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: one line per error, exit 1; tracebacks only with --debug."""
+    """Entry point and the one error boundary: one line per error, exit 1; passwords in
+    database URLs masked in everything printed; tracebacks only with --debug.
+
+    Output that cannot be written is an error too (`error: cannot write to standard
+    output: ...`), except a reader that went away (`tagger query | head -1`): like other
+    Unix tools tagger then stops quietly, with exit status 1 (click's choice)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("TAGGER_DEBUG") == "1"
     fewer_malloc_arenas()  # before any thread starts
+    guard_standard_streams()
+    app = App()
     try:
-        result = cli.main(args=args, prog_name="tagger", standalone_mode=False)
+        result = cli.main(args=args, prog_name="tagger", standalone_mode=False, obj=app)
+        flush_output()
     except click.ClickException as exc:
-        exc.show()
+        shown = io.StringIO()
+        exc.show(file=shown)
+        click.echo(mask_secrets(shown.getvalue()), err=True, nl=False)
         sys.exit(exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except TaggerError as exc:
-        if debug:
-            raise
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
     except Exception as exc:
+        if isinstance(exc, OutputError):
+            abandon_output()  # so that Python's own last flush cannot fail again
+            if exc.errno == errno.EPIPE:
+                sys.exit(1)
+        line = describe(exc, app.database())
         if debug:
-            raise
-        click.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for details)", err=True)
+            click.echo(debug_report(exc), err=True, nl=False)
+            line = line.removesuffix(" (run with --debug for details)")
+        click.echo(f"error: {line}", err=True)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -31,7 +30,7 @@ from tagger.cli.output import width
 from tagger.config import Settings
 from tagger.pipeline.files import PhotoFilter, printable, walk_and_sweep
 from tagger.records import Outcome
-from tagger.store.database import Store
+from tagger.store.database import Store, sqlite_file
 
 if TYPE_CHECKING:
     from tagger.sidecars.keeper import Sidecars
@@ -55,7 +54,7 @@ def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int
     and every path to it is recorded. Files that cannot be read are listed by `tagger errors`.
     """
     settings = app.settings(**overrides(model, batch_size))
-    store = app.store()
+    store = app.store(create=True)
     items = list(walk_and_sweep(folders, PhotoFilter(settings.scan), settings.scan.follow_symlinks))
     started = time.monotonic()
     with (
@@ -127,8 +126,10 @@ def watch(
     changing for watch.stability_delay seconds, so copies in progress are never read half
     done. Renames follow the file without re-tagging; deleted files are marked missing
     (`tagger prune` forgets them). SIGTERM or Ctrl-C stops cleanly; what was not finished
-    is picked up at the next start. Under systemd (Type=notify) it reports readiness and
-    sends watchdog heartbeats. Without FOLDERS, watch.paths from the config is used.
+    is picked up at the next start. SIGQUIT stops it as SIGTERM does, SIGUSR1 logs its
+    status, and SIGHUP is logged and ignored (the config is read at start). Under systemd
+    (Type=notify) it reports readiness and sends watchdog heartbeats. Without FOLDERS,
+    watch.paths from the config is used.
 
     With --listen it also serves a web page (upload, photos, labels, status) and a JSON
     API, `POST /predict` among it; uploads land in web.inbox, which is watched too, so
@@ -147,17 +148,14 @@ def watch(
             "no folder to watch: give one, set watch.paths in the config, or serve uploads"
             " with --listen"
         )
-    from tagger.watch.daemon import Daemon
+    from tagger.watch.daemon import Daemon, Signals
     from tagger.watch.systemd import Notifier
 
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
+    signals = Signals(stop)  # before the model loads: a SIGHUP then must not kill it either
+    signals.install()
+    log.info("database %s", sqlite_file(settings.db_url) or settings.db_url)  # password masked
+    app.store(create=True)  # a database that cannot be used stops it before the model loads
     notifier = Notifier()
     classifier = app.classifier(settings)
     web = None
@@ -176,6 +174,7 @@ def watch(
             roots,
             notifier,
             None if sidecars is None else sidecars.committed,
+            signals,
         )
         start = None if web is None else (lambda: web.start(daemon, daemon.roots))
         summary = daemon.run(stop, on_start=start)
@@ -209,7 +208,7 @@ def predict(
     classifier = app.classifier(settings)
     for result in predictions(classifier, files, settings.scan.max_pixels, top_k, language):
         if result.error is not None:
-            click.echo(f"error: {result.path}: {result.error}", err=True)
+            click.echo(f"error: {printable(result.path)}: {result.error}", err=True)
         else:
             results.append(result)
     if fmt == "json":
@@ -217,7 +216,7 @@ def predict(
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
         for result in results:
-            click.echo(result.path)
+            click.echo(printable(result.path))
             for rank, tag in enumerate(result.tags, 1):
                 name = tag["label"] if language == "en" else f"{tag['label_zh']} ({tag['label']})"
                 click.echo(f"  {rank}. {name}{' ' * max(1, 31 - width(name))}{tag['score']:.3f}")

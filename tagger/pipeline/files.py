@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -15,6 +16,7 @@ from tagger.config import ScanSettings
 from tagger.records import Swept, utcnow
 
 log = logging.getLogger(__name__)
+_VANISHED = {errno.ENOENT, errno.ENOTDIR}  # deleted or replaced while the walk went on
 
 
 class PhotoFilter:
@@ -50,7 +52,7 @@ def walk(
     """Every wanted file under `roots`, skipping ignored folders without entering them."""
 
     def error(exc: OSError) -> None:
-        log.warning("cannot read folder %s: %s", exc.filename, exc.strerror)
+        log.warning("cannot read folder %s: %s", printable(exc.filename), exc.strerror)
         if on_error is not None:
             on_error(exc)
 
@@ -94,17 +96,31 @@ def walk_and_sweep(
     roots: Iterable[Path], photo_filter: PhotoFilter, follow_symlinks: bool
 ) -> Iterator[Path | Swept]:
     """`walk`, and after each root a `Swept`: what the database holds under it and the walk
-    did not find is gone. No sweep when a folder could not be read, so an unreadable share
-    never has its files marked missing."""
+    did not find is gone. A folder that could not be read (`lost+found`, another user's
+    folder, a share that fails) is skipped, not swept: what lies under it stays as it was,
+    and the folder is listed by `tagger errors`. The rest of the root is swept all the same.
+    A folder that vanished while the walk went on is no exception: its files are gone."""
     for root in roots:
-        errors: list[OSError] = []
-        present: set[str] = set()
-        started = utcnow()
-        for path in walk([root], photo_filter, follow_symlinks, errors.append):
-            present.add(storable(path))
-            yield path
-        if root.exists() and not errors:
-            yield Swept(storable(os.path.abspath(root)), frozenset(present), started)
+        yield from _walk_and_sweep_root(root, photo_filter, follow_symlinks)
+
+
+def _walk_and_sweep_root(
+    root: Path, photo_filter: PhotoFilter, follow_symlinks: bool
+) -> Iterator[Path | Swept]:
+    unreadable: dict[str, str] = {}  # folder -> why
+    present: set[str] = set()
+    started = utcnow()
+
+    def note(exc: OSError) -> None:
+        if exc.errno not in _VANISHED and exc.filename is not None:
+            unreadable[storable(os.path.abspath(exc.filename))] = exc.strerror or str(exc)
+
+    for path in walk([root], photo_filter, follow_symlinks, note):
+        present.add(storable(path))
+        yield path
+    if root.exists():
+        folders = tuple(sorted(unreadable.items()))
+        yield Swept(storable(os.path.abspath(root)), frozenset(present), started, folders)
 
 
 def _utf8(text: str) -> bool:

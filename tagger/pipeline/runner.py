@@ -63,8 +63,10 @@ class Pipeline:
         classifier: Classifier,
         report: Report | None = None,
         on_commit: Callable[[list[Op]], object] | None = None,
+        reread: Callable[[str], bool] | None = None,
     ) -> None:
         self._on_commit = on_commit  # told what each write stored (XMP sidecars follow it)
+        self._reread = reread  # True for a path to read even if it looks unchanged
         self._settings = settings
         self._store = store
         self._classifier = classifier
@@ -145,7 +147,8 @@ class Pipeline:
             return None
         model = self._classifier.id
         try:
-            found = examine(item, self._settings.scan, self._store, model)
+            again = self._reread is not None and self._reread(str(item))
+            found = examine(item, self._settings.scan, self._store, model, again)
             if isinstance(found, Unchanged):
                 if found.missing:
                     writer.put(Seen(found.file))

@@ -38,15 +38,18 @@ class Unchanged:
     missing: bool  # it had been marked missing and is back
 
 
-def examine(path: Path, scan: ScanSettings, store: Store, model: ModelId) -> FileInfo | Unchanged:
-    """Stat the file, apply the size limit, and tell whether it changed since it was stored."""
+def examine(
+    path: Path, scan: ScanSettings, store: Store, model: ModelId, reread: bool = False
+) -> FileInfo | Unchanged:
+    """Stat the file, apply the size limit, and tell whether it changed since it was stored
+    (`reread`: an event said it was written to, whatever its size and mtime say)."""
     file = stat_file(str(path), scan.follow_symlinks)
     if file.size > scan.max_file_size:
         raise BadImage(
             f"file too large: {file.size:,} bytes, over the limit of {scan.max_file_size:,}"
             " (scan.max_file_size)"
         )
-    state = store.file_state(file.path)
+    state = None if reread else store.file_state(file.path)
     if (
         state
         and (state.size, state.mtime_ns) == (file.size, file.mtime_ns)

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import shlex
+import sqlite3
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -24,7 +27,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from tagger.errors import SchemaError, TaggerError
@@ -32,8 +35,123 @@ from tagger.records import ModelId
 from tagger.store.schema import File, Image, ImageStatus
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _BUSY_TIMEOUT_S = 30
 _DB_MODE = 0o640
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26  # SQLite's result codes for a damaged file
+
+
+class NoDatabase(TaggerError):
+    """A command that only reads was pointed at a database that is not there."""
+
+
+class DamagedDatabase(TaggerError):
+    """SQLite says the file is damaged: no retry helps, only a recovery."""
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for other databases and in-memory ones."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def damage(exc: BaseException | None) -> str | None:
+    """What SQLite said if `exc`, or an error that led to it, means a damaged file."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        for candidate in (exc, getattr(exc, "orig", None)):  # SQLAlchemy wraps the driver's
+            code = getattr(candidate, "sqlite_errorcode", 0) & 0xFF
+            if isinstance(candidate, sqlite3.DatabaseError) and code in (
+                _SQLITE_CORRUPT,
+                _SQLITE_NOTADB,
+            ):
+                return str(candidate)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def damaged(where: Path | str, detail: str) -> DamagedDatabase:
+    """The one line for a damaged database, with the way out."""
+    name = shlex.quote(str(where))
+    # quick_check answers "*** in database main ***" and then a line per problem
+    lines = [line.strip() for line in detail.splitlines() if not line.startswith("***")]
+    detail = "; ".join(line for line in lines[:2] if line) or "quick_check failed"
+    return DamagedDatabase(
+        f"the database {where} is damaged ({detail}); stop tagger, keep a copy, then try "
+        f"`sqlite3 {name} .recover | sqlite3 recovered.db` (or move it away and scan again)"
+    )
+
+
+@contextmanager
+def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection that cannot change the file: no WAL switch, no journal, no lock kept."""
+    try:
+        uri = f"file:{quote(str(path))}?mode=ro"
+    except UnicodeEncodeError:
+        raise TaggerError(f"cannot open database {path!r}: its name is not UTF-8") from None
+    try:
+        connection = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_S)
+        try:
+            yield connection
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        detail = damage(exc)
+        if detail is not None:
+            raise damaged(path, detail) from None
+        raise TaggerError(f"cannot open database {path}: {exc}") from None
+
+
+def peek(path: Path) -> str | None:
+    """The schema revision of an existing SQLite file, read without changing anything.
+
+    Another program's database must be refused before tagger's first connection turns it
+    to WAL mode, so this looks with a read-only connection of its own. An empty file is a
+    new database (SQLite treats it so)."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise TaggerError(f"cannot open database {path}: {exc.strerror}") from None
+    if not header:
+        return None
+    if header != _SQLITE_HEADER:
+        raise SchemaError(
+            f"{path} is not a SQLite database: check --db (if it was tagger's, it is damaged:"
+            f" try `sqlite3 {shlex.quote(str(path))} .recover`)"
+        )
+    with _read_only(path) as connection:
+        tables = {
+            name
+            for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        revision = None
+        if "alembic_version" in tables:
+            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+            revision = None if row is None else str(row[0])
+    if revision is None and {t for t in tables if not t.startswith("sqlite_")} - {
+        "alembic_version"
+    }:
+        raise SchemaError(
+            f"{path} holds tables but no tagger schema version; is it a tagger database?"
+        )
+    return revision
+
+
+def verify_intact(path: Path) -> None:
+    """Refuse a damaged file (`PRAGMA quick_check`: a read of every page; for the commands
+    that look after the database, not for every query)."""
+    with _read_only(path) as connection:
+        try:
+            verdict = connection.execute("PRAGMA quick_check(1)").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise damaged(path, damage(exc) or str(exc)) from None
+    if verdict is None or verdict[0] != "ok":
+        raise damaged(path, str(verdict[0]) if verdict else "no answer to quick_check")
 
 
 def migrations_dir() -> Path:
@@ -74,13 +192,76 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def head_revision() -> str:
+    """The schema revision this tagger needs."""
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
 def schema_revisions(engine: Engine) -> tuple[str | None, str]:
     """(the database's schema revision, the revision this tagger needs)."""
-    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
-    assert head is not None
     with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()
-    return current, head
+    return current, head_revision()
+
+
+def database_revisions(url: str) -> tuple[str | None, str]:
+    """`schema_revisions` for `tagger db status`: creates nothing, changes nothing, and
+    refuses a missing, foreign or damaged SQLite file."""
+    path = sqlite_file(url)
+    if path is None:
+        return _opened(url, schema_revisions)
+    if not path.exists():
+        raise no_database(path)
+    current = peek(path)
+    verify_intact(path)
+    return current, head_revision()
+
+
+def upgrade_database(url: str) -> tuple[str | None, str]:
+    """`upgrade` for `tagger db upgrade`: a new database is created; a foreign or damaged
+    SQLite file is refused before anything is written to it."""
+    path = sqlite_file(url)
+    if path is not None and path.exists():
+        peek(path)
+        verify_intact(path)
+    return _opened(url, upgrade)
+
+
+def no_database(path: Path) -> NoDatabase:
+    return NoDatabase(f"no database at {path}; run tagger scan or tagger watch first")
+
+
+def _opened(url: str, use: Callable[[Engine], T]) -> T:
+    """`use(engine)` on a new engine, its errors as one TaggerError naming the database."""
+    try:
+        engine = make_engine(url)
+    except ImportError as exc:  # the URL's driver: psycopg, pymysql, ...
+        raise missing_driver(url, exc) from None
+    try:
+        return use(engine)
+    except SQLAlchemyError as exc:
+        raise cannot_open(url, exc) from None
+    finally:
+        engine.dispose()
+
+
+def missing_driver(url: str, exc: ImportError) -> TaggerError:
+    return TaggerError(
+        f"cannot open database {url}: its driver is not installed (pip install {exc.name})"
+    )
+
+
+def cannot_open(url: str, exc: SQLAlchemyError) -> TaggerError:
+    detail = damage(exc)
+    if detail is not None:
+        return damaged(sqlite_file(url) or url, detail)
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return TaggerError(f"cannot open database {url}: {type(cause).__name__}: {first}")
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
@@ -138,17 +319,28 @@ class ImageState:
 
 
 class Store:
-    """Opens the database (creating or checking its schema) and answers the pipeline's reads."""
+    """Opens the database (creating or checking its schema) and answers the pipeline's reads.
 
-    def __init__(self, url: str) -> None:
+    With `create=False` (the commands that only read) a missing SQLite file is an error,
+    not a new empty database; an existing one is looked at read-only first, so another
+    program's file is refused before anything is changed in it."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        path = sqlite_file(url)
+        if path is not None and path.exists():
+            peek(path)
+        elif path is not None and not create:
+            raise no_database(path)
+        try:
+            self.engine = make_engine(url)
+        except ImportError as exc:
+            raise missing_driver(url, exc) from None
         try:
             check_schema(self.engine)
         except SQLAlchemyError as exc:
-            raise TaggerError(
-                f"cannot open database {url}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
-            ) from None
+            self.engine.dispose()
+            raise cannot_open(url, exc) from None
 
     @contextmanager
     def session(self) -> Iterator[Session]:

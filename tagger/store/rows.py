@@ -111,13 +111,27 @@ def move(session: Session, op: Moved, now: Any) -> None:
         row.last_seen, row.missing_since = now, None
 
 
+UNREADABLE_FOLDER = "cannot read folder"  # the start of such a folder row's error
+
+
 def sweep(session: Session, op: Swept, now: Any) -> None:
+    """Mark missing what the walk of `op.root` did not find, but for what lies under a folder
+    it could not read; record those folders, and forget the ones it reads again."""
+    unreadable = dict(op.unreadable)
+    skipped = tuple(f"{folder}/" for folder in unreadable)
+    _record_unreadable_folders(session, op, unreadable, skipped, now)
     rows = session.execute(
         select(File.id, File.path).where(
             under(op.root), File.missing_since.is_(None), File.last_seen < op.started
         )
     ).all()
-    gone = [row.id for row in rows if row.path not in op.present]
+    gone = [
+        row.id
+        for row in rows
+        if row.path not in op.present
+        and row.path not in unreadable
+        and not row.path.startswith(skipped)
+    ]
     if gone and not op.present:
         log.warning(
             "found nothing under %s, which held %d files: not marking them missing "
@@ -131,3 +145,28 @@ def sweep(session: Session, op: Swept, now: Any) -> None:
         session.execute(update(File).where(File.id.in_(chunk)).values(missing_since=now))
     if gone:
         log.info("%d files under %s are gone; marked missing", len(gone), op.root)
+
+
+def _record_unreadable_folders(
+    session: Session, op: Swept, unreadable: dict[str, str], skipped: tuple[str, ...], now: Any
+) -> None:
+    """One row per folder the walk could not read (no content, an error), so that `tagger
+    errors` lists it; the rows of folders read again this time are deleted."""
+    recorded = session.scalars(
+        select(File).where(
+            under(op.root), File.image_id.is_(None), File.error.startswith(UNREADABLE_FOLDER)
+        )
+    ).all()
+    for row in recorded:
+        readable_again = row.path not in unreadable and not row.path.startswith(skipped)
+        if readable_again and row.path not in op.present:
+            session.delete(row)
+    for folder, why in unreadable.items():
+        found = session.scalars(select(File).where(File.path == folder)).one_or_none()
+        row = found or File(path=folder, size=0, mtime_ns=0, first_seen=now)
+        if found is None:
+            session.add(row)
+        row.image, row.size, row.mtime_ns = None, 0, 0
+        row.last_seen, row.missing_since = now, None
+        row.error = f"{UNREADABLE_FOLDER}: {why}"
+    session.flush()

@@ -4,8 +4,9 @@
     reconcile/rescan walk (its thread) ----------------------------^
 
 The main loop owns the timers: settling, periodic rescans, the status file and systemd's
-heartbeat. Shutdown (stop event) abandons the batch in flight rather than writing half of
-it; whatever was not stored is found again by the next start's reconcile.
+heartbeat; it also answers the signals that the handlers only queued (`Signals`).
+Shutdown (stop event) abandons the batch in flight rather than writing half of it; whatever
+was not stored is found again by the next start's reconcile.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +43,39 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TICK = 0.2  # seconds between main-loop turns
 MAX_TRIES = 5  # for files that could not be read (vanished, permission): then wait for a change
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+LOGGED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
+
+
+class Signals:
+    """Signals for the daemon's main loop to act on. The handler only queues the number
+    (`SimpleQueue.put` is safe in a signal handler, where logging is not: the interrupted
+    code may hold the lock of the stream it writes to) and, for SIGTERM, SIGINT and SIGQUIT,
+    sets `stop`. The main loop says what it heard, logs the status for SIGUSR1, and ignores
+    SIGHUP, which would otherwise kill the daemon."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._received: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def install(self) -> None:
+        """Handle every signal of the convention (on the main thread, as Python requires)."""
+        for signum in (*STOPPING_SIGNALS, *LOGGED_SIGNALS):
+            signal.signal(signum, self.received)
+
+    def received(self, signum: int, _frame: object = None) -> None:
+        self._received.put(signum)
+        if signum in STOPPING_SIGNALS:
+            self._stop.set()
+
+    def pending(self) -> list[signal.Signals]:
+        """The signals received since the last call, in order."""
+        found = []
+        while True:
+            try:
+                found.append(signal.Signals(self._received.get_nowait()))
+            except queue.Empty:
+                return found
 
 
 class Daemon:
@@ -52,10 +87,18 @@ class Daemon:
         roots: Sequence[Path],
         notifier: Notifier | None = None,
         on_commit: Callable[[list[Op]], object] | None = None,
+        signals: Signals | None = None,
     ) -> None:
         self._on_commit = on_commit
         self._settings = settings
         self._store = store
+        # Paths an event said were written to: their stored size and mtime are not to be
+        # trusted (a same-size rewrite, the mtime put back by `touch -r` or `cp -p`), so the
+        # pipeline reads them again. Ordered, so the oldest goes first when full.
+        self._rewritten: dict[str, None] = {}
+        self._rewritten_limit = 4 * settings.watch.max_pending
+        self._rewritten_lock = threading.Lock()
+        self._signals = signals
         self._classifier = classifier
         self._roots = [Path(os.path.abspath(root)) for root in roots]  # no `..` left
         self._notifier = notifier or Notifier({})
@@ -81,7 +124,12 @@ class Daemon:
                 raise TaggerError(f"cannot watch {root}: not a folder")
         with DaemonLock(self._files):
             pipeline = Pipeline(
-                self._settings, self._store, self._classifier, self._done, self._on_commit
+                self._settings,
+                self._store,
+                self._classifier,
+                self._done,
+                self._on_commit,
+                reread=self._reread,
             )
             runner = Worker(
                 "tagger-pipeline", pipeline.run, self.intake.items(stop), stop, halt=stop
@@ -121,12 +169,15 @@ class Daemon:
         last_status = last_beat = last_rescan = time.monotonic()
         while not stop.wait(TICK):
             now = time.monotonic()
+            self._answer_signals()
             if not runner.is_alive():
                 break
             if not self.observers.alive():  # e.g. the watched folder was unmounted
                 raise TaggerError("the folder observer stopped; see the log above for why")
             self._drain_events()
             for path in self.settler.settled():
+                if self.settler.written(path):
+                    self._distrust(str(Path(path)))
                 if self.intake.offer(Path(path)):
                     self.settler.release(path)
             if not rescan.is_alive():
@@ -148,7 +199,21 @@ class Daemon:
             if heartbeat and now - last_beat >= heartbeat / 2 and self._healthy(heartbeat):
                 self._notifier.notify("WATCHDOG=1", f"STATUS={self._status_line()}")
                 last_beat = now
+        self._answer_signals()  # the one that stopped the loop, said before anything else
         return rescan
+
+    def _answer_signals(self) -> None:
+        if self._signals is None:
+            return
+        for signum in self._signals.pending():
+            if signum in STOPPING_SIGNALS:
+                log.info("%s: stopping", signum.name)
+            elif signum == signal.SIGHUP:
+                log.warning("SIGHUP: configuration is read at start; restart to apply changes")
+            elif signum == signal.SIGUSR1:
+                # Asked for, so shown whatever watch's log_level.
+                level = max(logging.INFO, log.getEffectiveLevel())
+                log.log(level, "SIGUSR1: %s", self._status_line())
 
     def _rescan(self, stop: threading.Event) -> Worker:
         roots, photo_filter = self._roots, self._filter
@@ -186,7 +251,8 @@ class Daemon:
         src = _text(event.src_path)
         if event.event_type == "deleted":
             self.settler.forget(src)
-            self.intake.offer(Gone(storable(src)))
+            if _gone(src, event.is_directory):
+                self.intake.offer(Gone(storable(src)))
         elif event.event_type == "moved":
             dst = _text(event.dest_path)
             self.settler.forget(src)
@@ -197,14 +263,15 @@ class Daemon:
             elif src_kept:
                 self.intake.offer(Gone(storable(src)))
             if dst_kept and not event.is_directory:
-                self._settle(dst)
+                # Renamed over from a file not stored (a temporary): new content.
+                self._settle(dst, written=not src_kept)
         elif event.is_directory:
             if event.event_type == "created" and self._wanted(src, True):
                 # Files may land in a new folder before its watch is set up: look now.
                 for path in walk([Path(src)], self._filter, self._settings.scan.follow_symlinks):
                     self._settle(str(path))
-        elif self._wanted(src, False):
-            self._settle(src, closed=event.event_type == "closed")
+        elif self._wanted(src, False):  # created, written, closed after writing
+            self._settle(src, closed=event.event_type == "closed", written=True)
 
     def _done(self, path: str, outcome: Outcome) -> None:
         """The pipeline's report (from its threads): log, free the path, plan any retry."""
@@ -223,8 +290,8 @@ class Daemon:
                 )
         self.intake.done(path, outcome)
 
-    def _settle(self, path: str, closed: bool = False) -> None:
-        if not self.settler.touch(path, closed):
+    def _settle(self, path: str, closed: bool = False, written: bool = False) -> None:
+        if not self.settler.touch(path, closed, written=written):
             self.handler.overflowed = True
 
     def _wanted(self, path: str, is_directory: bool) -> bool:
@@ -234,6 +301,17 @@ class Daemon:
         if is_directory:
             return self._filter.wanted_folder(Path(path), root)
         return self._filter.wanted(Path(path), root)
+
+    def _distrust(self, path: str) -> None:
+        with self._rewritten_lock:
+            self._rewritten[path] = None
+            while len(self._rewritten) > self._rewritten_limit:
+                del self._rewritten[next(iter(self._rewritten))]
+
+    def _reread(self, path: str) -> bool:
+        """The pipeline's question, once per look: did an event say `path` was written?"""
+        with self._rewritten_lock:
+            return self._rewritten.pop(path, 0) is None
 
     @property
     def roots(self) -> list[Path]:
@@ -278,6 +356,20 @@ class Daemon:
 
 def _text(path: str | bytes) -> str:
     return os.fsdecode(path)
+
+
+def _gone(path: str, is_directory: bool) -> bool:
+    """Whether a path said to be deleted is gone. Polling compares listings, so a folder it
+    can no longer read (its mode changed, a share failing) looks emptied: what lies under it
+    is not known to be gone. A file that is back already (deleted, then written again) has
+    events of its own to follow; a folder that is back may lack some of its files."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:  # a folder above it cannot be searched
+        return False
+    return is_directory
 
 
 def _being_written(path: Path, delay: float) -> bool:

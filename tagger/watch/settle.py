@@ -24,6 +24,7 @@ def stat_of(path: str) -> Stat | None:
 class _Pending:
     due: float
     stat: Stat | None
+    written: bool  # an event said its content changed: its size and mtime prove nothing
 
 
 class Settler:
@@ -36,14 +37,26 @@ class Settler:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def touch(self, path: str, closed: bool = False, delay: float | None = None) -> bool:
-        """Restart the wait for `path`; False when full (the caller falls back to a rescan)."""
-        if path not in self._pending and len(self._pending) >= self._capacity:
+    def touch(
+        self, path: str, closed: bool = False, delay: float | None = None, written: bool = False
+    ) -> bool:
+        """Restart the wait for `path`; False when full (the caller falls back to a rescan).
+
+        `written`: an event said the content changed (a write, a close after writing, a new
+        file in its place); it stays so until the path is released."""
+        before = self._pending.get(path)
+        if before is None and len(self._pending) >= self._capacity:
             return False
         # After close-write one more unchanged look (next tick) is enough.
         wait = 0.0 if closed else self._delay if delay is None else delay
-        self._pending[path] = _Pending(self._clock() + wait, stat_of(path))
+        written = written or (before is not None and before.written)
+        self._pending[path] = _Pending(self._clock() + wait, stat_of(path), written)
         return True
+
+    def written(self, path: str) -> bool:
+        """Whether an event said the content of `path` changed since it was last released."""
+        entry = self._pending.get(path)
+        return entry is not None and entry.written
 
     def forget(self, path: str) -> None:
         """Drop `path` and, if it was a folder, everything below it."""

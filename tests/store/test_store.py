@@ -80,7 +80,9 @@ def test_a_schema_from_elsewhere_is_never_used_silently(tmp_path: Path) -> None:
 
 
 def test_db_commands(tagger: Callable[..., Result], tmp_path: Path) -> None:
-    assert "empty" in tagger("db", "status").out
+    missing = tagger("db", "status")  # only looks: creates nothing (tests/cli/test_database_use.py)
+    assert missing.code == 1 and "no database at" in missing.err
+    assert not (tmp_path / "tagger.db").exists()
     assert "->" in tagger("db", "upgrade").out
     assert tagger("db", "status").out.rstrip().endswith("current")
     assert "is current" in tagger("db", "upgrade").out
