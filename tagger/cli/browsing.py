@@ -181,7 +181,7 @@ def show(app: App, path: Path, fmt: str, lang: str | None) -> None:
     from tagger.store.reports import file_report
 
     language = app.language(lang)
-    report = file_report(app.store(), os.path.abspath(path), language)
+    report = file_report(app.store(), os.path.realpath(path), language)
     if report is None:
         raise TaggerError(
             f"{printable(path)} is not in the database; run `tagger scan` on its folder"

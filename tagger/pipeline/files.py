@@ -57,7 +57,7 @@ def walk(
             on_error(exc)
 
     for root in roots:
-        root = Path(os.path.abspath(root))  # `..` resolved: one file, one path
+        root = Path(os.path.realpath(root))  # `..` and symlinks resolved: one file, one path
         if root.is_file():
             if photo_filter.wanted(root, root.parent):
                 yield root
@@ -120,7 +120,7 @@ def _walk_and_sweep_root(
         yield path
     if root.exists():
         folders = tuple(sorted(unreadable.items()))
-        yield Swept(storable(os.path.abspath(root)), frozenset(present), started, folders)
+        yield Swept(storable(os.path.realpath(root)), frozenset(present), started, folders)
 
 
 def _utf8(text: str) -> bool:
