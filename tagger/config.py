@@ -96,6 +96,11 @@ class ScanSettings(_Section):
     max_file_size: int = Field(
         default=500_000_000, ge=1, description="bytes; larger files are refused unread"
     )
+    decode_memory: int = Field(
+        default=256_000_000,
+        ge=1_000_000,
+        description="bytes all decode workers may hold at once; an image needing more is refused",
+    )
 
 
 class WatchSettings(_Section):

@@ -148,7 +148,8 @@ def watch(
             "no folder to watch: give one, set watch.paths in the config, or serve uploads"
             " with --listen"
         )
-    from tagger.watch.daemon import Daemon, Signals
+    from tagger.watch.daemon import Daemon
+    from tagger.watch.signals import Signals
     from tagger.watch.systemd import Notifier
 
     stop = threading.Event()

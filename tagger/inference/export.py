@@ -29,6 +29,9 @@ from tagger.inference.torch_model import load_module
 
 OPSET = 17
 STALE_AFTER_S = 3600  # no export takes an hour: an older temporary folder is orphaned
+# Readable by all: `tagger model prepare` run by root (a NAS admin, before the service
+# starts) must leave a model the service account can load. mkdtemp makes its folder 0700.
+FOLDER_MODE, FILE_MODE = 0o755, 0o644
 
 
 def calibration_images(spec: ModelSpec) -> Iterator[npt.NDArray[np.uint8]]:
@@ -175,6 +178,9 @@ def export(
                 leftover.unlink()
         if runtime == "openvino":
             onnx_path.unlink()
+        for made in work.iterdir():
+            made.chmod(FILE_MODE)
+        work.chmod(FOLDER_MODE)
         try:
             work.rename(target)
         except OSError:

@@ -10,9 +10,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import logging
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -21,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from tagger.errors import BadImage, SkipFile, Unreadable
 from tagger.inference.specs import Geometry
 from tagger.pipeline.hashing import open_regular
-from tagger.records import Decoded, FileInfo, Hashed
+from tagger.records import Decoded, Failure, FileInfo, Hashed
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ _UPRIGHT = {
 _ORIENTATION_TAG = 0x0112
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _WHITE = (255, 255, 255)
+_WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_MB = 1_000_000
 # We enforce our own limit (scan.max_pixels) right after reading the header, so that
 # Pillow's global bomb check does not warn or refuse on its own terms.
 Image.MAX_IMAGE_PIXELS = None
@@ -52,14 +58,94 @@ Image.MAX_IMAGE_PIXELS = None
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
-def decode(hashed: Hashed, geometry: Geometry, max_pixels: int) -> Decoded:
-    """Decode `hashed.file` for the model, or raise `BadImage` saying why it cannot be."""
+class DecodeMemory:
+    """The bytes of pixels all decode workers together may hold (scan.decode_memory).
+
+    Each decode reserves what its header says it will need, and waits while others hold the
+    rest: two big images never decode at once, small ones still run side by side. Before a
+    big decode a marker naming the file is written to `markers`, and removed after; one
+    left behind means the process died in that decode (the OOM killer leaves no other
+    trace), and the next run records the file as failed (`crashed_decodes`).
+    """
+
+    def __init__(self, limit: int, markers: Path | None = None) -> None:
+        self.limit = limit
+        self._markers = markers
+        self._held = 0
+        self._free = threading.Condition()
+
+    @contextmanager
+    def reserve(self, need: int, hashed: Hashed) -> Iterator[None]:
+        """Hold `need` bytes of the budget for the duration; refuse an image needing more
+        than all of it."""
+        if need > self.limit:
+            raise BadImage(
+                f"needs about {_megabytes(need)} MB to decode, over scan.decode_memory"
+                f" ({_megabytes(self.limit)} MB)"
+            )
+        with self._free:
+            self._free.wait_for(lambda: self._held + need <= self.limit)
+            self._held += need
+        marker = self._mark(hashed) if need * 4 >= self.limit else None
+        try:
+            yield
+        finally:
+            if marker is not None:
+                marker.unlink(missing_ok=True)
+            with self._free:
+                self._held -= need
+                self._free.notify_all()
+
+    def _mark(self, hashed: Hashed) -> Path | None:
+        if self._markers is None:
+            return None
+        marker = self._markers / hashed.sha256
+        file = hashed.file
+        try:
+            self._markers.mkdir(parents=True, exist_ok=True)
+            marker.write_text(
+                json.dumps({"path": file.path, "size": file.size, "mtime_ns": file.mtime_ns})
+            )
+        except OSError as exc:  # no marker costs only the crash's record, not the image
+            log.warning("cannot write %s: %s", marker, exc.strerror)
+            return None
+        return marker
+
+
+def crashed_decodes(markers: Path) -> list[tuple[Path, Failure]]:
+    """The decodes a previous process died in (its markers), as failures of their content,
+    each with the marker to remove once the failure is stored."""
+    found: list[tuple[Path, Failure]] = []
+    try:
+        names = sorted(markers.iterdir())
+    except FileNotFoundError:
+        return found
+    for marker in names:
+        try:
+            held = json.loads(marker.read_text())
+            file = FileInfo(str(held["path"]), int(held["size"]), int(held["mtime_ns"]))
+        except (OSError, ValueError, KeyError, TypeError):  # half written: the kill came first
+            marker.unlink(missing_ok=True)
+            continue
+        reason = (
+            "the process died while decoding this image (out of memory?);"
+            " not tried again until the file changes"
+        )
+        found.append((marker, Failure(file, reason, sha256=marker.name)))
+    return found
+
+
+def decode(
+    hashed: Hashed, geometry: Geometry, max_pixels: int, memory: DecodeMemory | None = None
+) -> Decoded:
+    """Decode `hashed.file` for the model, or raise `BadImage` saying why it cannot be
+    (`memory`: the budget shared with the other decode workers)."""
     if hashed.file.size == 0:
         raise BadImage("empty file (0 bytes)")
 
     def read() -> Decoded:
         with open_regular(hashed.file.path) as handle:
-            return _decode_from(handle, hashed, geometry, max_pixels)
+            return _decode_from(handle, hashed, geometry, max_pixels, memory)
 
     return _with_reasons(read)
 
@@ -72,7 +158,13 @@ def decode_bytes(data: bytes, geometry: Geometry, max_pixels: int) -> Decoded:
     return _with_reasons(lambda: _decode_from(io.BytesIO(data), hashed, geometry, max_pixels))
 
 
-def _decode_from(handle: BinaryIO, hashed: Hashed, geometry: Geometry, max_pixels: int) -> Decoded:
+def _decode_from(
+    handle: BinaryIO,
+    hashed: Hashed,
+    geometry: Geometry,
+    max_pixels: int,
+    memory: DecodeMemory | None = None,
+) -> Decoded:
     with Image.open(handle) as image:
         width, height = image.size
         if width * height > max_pixels:
@@ -80,7 +172,7 @@ def _decode_from(handle: BinaryIO, hashed: Hashed, geometry: Geometry, max_pixel
                 f"too many pixels: {width}x{height} is over the limit of {max_pixels:,}"
                 " (scan.max_pixels)"
             )
-        return _decode_open(hashed, image, geometry)
+        return _decode_open(hashed, image, geometry, memory)
 
 
 def _with_reasons(read: Callable[[], Decoded]) -> Decoded:
@@ -105,7 +197,9 @@ def _with_reasons(read: Callable[[], Decoded]) -> Decoded:
         raise BadImage(f"damaged image data: {_describe(exc)}") from None
 
 
-def _decode_open(hashed: Hashed, image: Image.Image, geometry: Geometry) -> Decoded:
+def _decode_open(
+    hashed: Hashed, image: Image.Image, geometry: Geometry, memory: DecodeMemory | None = None
+) -> Decoded:
     fmt = image.format or "unknown"
     width, height = image.size
     orientation = _orientation(image)
@@ -114,14 +208,43 @@ def _decode_open(hashed: Hashed, image: Image.Image, geometry: Geometry) -> Deco
     image.seek(0)  # the first frame of an animation
     if fmt == "JPEG":
         image.draft("RGB", (geometry.resize, geometry.resize))
-    rgb = _to_rgb(image)
-    small = rgb.resize(
-        (geometry.crop, geometry.crop), geometry.resample, box=_centre_box(rgb.size, geometry)
-    )
+    if memory is None:
+        small = _shrink(image, geometry)
+    else:
+        with memory.reserve(decode_cost(image), hashed):
+            small = _shrink(image, geometry)
     if orientation in _UPRIGHT:
         small = small.transpose(_UPRIGHT[orientation])
     pixels = np.asarray(small, dtype=np.uint8)
     return Decoded(hashed=hashed, pixels=pixels, width=width, height=height, format=fmt)
+
+
+def _shrink(image: Image.Image, geometry: Geometry) -> Image.Image:
+    """The pixels decoded, made RGB, cropped and scaled: the step that needs the memory."""
+    rgb = _to_rgb(image)
+    return rgb.resize(
+        (geometry.crop, geometry.crop), geometry.resample, box=_centre_box(rgb.size, geometry)
+    )
+
+
+def decode_cost(image: Image.Image) -> int:
+    """Bytes decoding `image` (opened, drafted, not loaded) holds at its peak, from the header:
+    the decoded pixels plus the RGB copy `_to_rgb` makes, and its intermediates."""
+    width, height = image.size
+    mode = image.mode
+    # Pillow holds 1 byte a pixel for one 8-bit band, 4 for more bands or 32-bit ones.
+    decoded = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    if mode in _WIDE_MODES:  # a uint32 or float32 array, 8-bit greys, then RGB
+        converted = 4 + 1 + 1 + 4
+    elif mode in _ALPHA_MODES or "transparency" in image.info:  # RGBA, a mask, RGB
+        converted = 4 + 1 + 4
+    else:
+        converted = 0 if mode == "RGB" else 4
+    return width * height * (decoded + converted)
+
+
+def _megabytes(size: int) -> str:
+    return f"{(size + _MB - 1) // _MB:,}"
 
 
 def _orientation(image: Image.Image) -> int:

@@ -23,6 +23,7 @@ from tagger.config import Settings
 from tagger.errors import SkipFile
 from tagger.inference.base import Classifier
 from tagger.pipeline.batching import END, EndOfInput, batches
+from tagger.pipeline.decode import DecodeMemory, crashed_decodes
 from tagger.pipeline.files import printable
 from tagger.pipeline.stages import (
     RecentContent,
@@ -74,6 +75,9 @@ class Pipeline:
         self._summary = Summary()
         self._lock = threading.Lock()
         self._recent = RecentContent()
+        self._markers = settings.data_dir / "decoding"
+        # One budget for every decode worker and every run of this pipeline.
+        self._memory = DecodeMemory(settings.scan.decode_memory, self._markers)
 
     def run(
         self, items: Iterable[Item], stop: threading.Event | None = None, threaded: bool = True
@@ -82,6 +86,7 @@ class Pipeline:
         stop = stop or threading.Event()
         self._summary, self._recent = Summary(), RecentContent()
         with StoreWriter(self._store, stop=stop, on_commit=self._on_commit) as writer:
+            self._record_crashed_decodes(writer)
             if threaded:
                 self._run_threaded(items, writer, stop)
             else:
@@ -111,7 +116,7 @@ class Pipeline:
                         continue
                     while not in_flight.acquire(timeout=0.5):
                         inference.check()
-                    future = pool.submit(decode_or_fail, hashed, geometry, max_pixels)
+                    future = pool.submit(decode_or_fail, hashed, geometry, max_pixels, self._memory)
                     future.add_done_callback(lambda done: decoded.put(done.result()))
                 pool.shutdown(wait=True)
             finally:
@@ -131,11 +136,24 @@ class Pipeline:
             writer.check()
             hashed = self._admit(item, writer)
             if hashed is not None:
-                batch.append(decode_or_fail(hashed, geometry, max_pixels))
+                batch.append(decode_or_fail(hashed, geometry, max_pixels, self._memory))
             if len(batch) >= self._classifier.batch_size:
                 self._store_batch(batch, writer, stop)
                 batch = []
         self._store_batch(batch, writer, stop)
+
+    def _record_crashed_decodes(self, writer: StoreWriter) -> None:
+        """A decode marker left behind means an earlier process died decoding that content
+        (killed for memory, most likely): record it as bad content, stored before any file is
+        looked at, so that this run skips it instead of dying on it again."""
+        crashed = crashed_decodes(self._markers)
+        if not crashed:
+            return
+        for _, failure in crashed:
+            self._fail(writer, failure)
+        writer.submit(lambda _session: None).result()  # stored: the markers can go
+        for marker, _ in crashed:
+            marker.unlink(missing_ok=True)
 
     def _admit(self, item: Item, writer: StoreWriter) -> Hashed | None:
         """The cheap, ordered part for one item; returns the content still to classify."""

@@ -21,7 +21,7 @@ from tagger.config import ScanSettings
 from tagger.errors import BadImage, SkipFile, Unreadable
 from tagger.inference.base import Classifier
 from tagger.inference.specs import Geometry
-from tagger.pipeline.decode import decode
+from tagger.pipeline.decode import DecodeMemory, decode
 from tagger.pipeline.files import storable
 from tagger.pipeline.hashing import hash_file, stat_file
 from tagger.records import Decoded, Failure, FileInfo, Hashed, Link, ModelId, Tagged
@@ -102,9 +102,11 @@ def failure_for(path: Path, skip: SkipFile) -> Failure:
     return Failure(FileInfo(storable(path), 0, 0), skip.reason, transient=transient)
 
 
-def decode_or_fail(hashed: Hashed, geometry: Geometry, max_pixels: int) -> Decoded | Failure:
+def decode_or_fail(
+    hashed: Hashed, geometry: Geometry, max_pixels: int, memory: DecodeMemory | None = None
+) -> Decoded | Failure:
     try:
-        return decode(hashed, geometry, max_pixels)
+        return decode(hashed, geometry, max_pixels, memory)
     except BadImage as bad:  # the content is bad: remembered with its hash
         return Failure(hashed.file, bad.reason, sha256=hashed.sha256)
     except Unreadable as unreadable:  # the file moved under us: try again later

@@ -4,8 +4,11 @@ tagging (`tagger retag`). Each is a function of a session, run by the writer thr
 
 from __future__ import annotations
 
+import os
+
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
 
 from tagger.query.language import Query
 from tagger.store.schema import File, Image
@@ -13,8 +16,20 @@ from tagger.store.search import matching_files
 
 
 def prune(session: Session, dry_run: bool = False) -> tuple[int, int]:
-    """Forget missing paths, then content no path holds; returns (files, images)."""
-    missing = File.missing_since.is_not(None)
+    """Forget missing paths, then content no path holds; returns (files, images).
+
+    A path is looked at once more, inside this transaction: a file restored since it was
+    found missing keeps its row (and is no longer missing), not lost until the next rescan."""
+    missing: ColumnElement[bool] = File.missing_since.is_not(None)
+    back = [
+        file_id
+        for file_id, path in session.execute(select(File.id, File.path).where(missing))
+        if os.path.lexists(path)
+    ]
+    if back and not dry_run:
+        session.execute(update(File).where(File.id.in_(back)).values(missing_since=None))
+    elif back:  # counted as if it were done
+        missing = missing & File.id.not_in(back)
     held = select(File.id).where(File.image_id == Image.id, ~missing).exists()
     images = session.scalar(select(func.count()).select_from(Image).where(~held)) or 0
     files = session.scalar(select(func.count()).select_from(File).where(missing)) or 0

@@ -3,7 +3,6 @@ short transactions, and one-off writes (prune, retag) sent to it as functions.""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import queue
@@ -44,6 +43,10 @@ _QUEUE_LIMIT = 4096  # operations waiting for the writer
 _GATHER_S = 0.25
 Op = Tagged | Failure | Link | Seen | Gone | Moved | Swept
 _STOP = object()
+# SQLite's own wait for another process's write lock cannot be interrupted: the writer waits
+# in short steps instead, each of this many ms, so that a stop is heard within one step.
+_LOCK_STEP_MS = 250
+_LOCK_WAIT_S = 30.0  # in all, as long as the engine's busy timeout, before it is an error
 T = TypeVar("T")
 
 
@@ -80,6 +83,7 @@ class StoreWriter:
         self._pending_links: defaultdict[str, list[FileInfo]] = defaultdict(list)
         self._closing = threading.Event()
         self._error: BaseException | None = None
+        self._dropped = 0  # operations not stored because a stop came while the database was locked
         self._thread = threading.Thread(target=self._run, name="tagger-store-writer", daemon=True)
         self._thread.start()
 
@@ -164,9 +168,20 @@ class StoreWriter:
         operations one by one, so that one odd value costs one file, not the group."""
         if not work or self._error is not None:
             return
+        if self._dropped:
+            self._dropped += len(work)
+            return
         try:
             self._write_until_done(work)
         except OperationalError as exc:  # the database itself: nothing more can be stored
+            if self._stop.is_set() and _locked(exc):
+                # Not an error: what was not stored is found again by the next reconcile.
+                log.warning(
+                    "stopping while another process holds the database's write lock: "
+                    "the rest is stored at the next start"
+                )
+                self._dropped = len(work)
+                return
             self._fail(exc)
         except Exception as exc:
             if len(work) > 1:
@@ -221,16 +236,22 @@ class StoreWriter:
     def _write_until_done(self, work: list[Any]) -> None:
         """Write one group, riding out what passes: a disk that is full until space is freed,
         a database locked by another tagger, a row another process inserted first."""
-        for attempt in itertools.count(1):
+        lock_deadline = time.monotonic() + _LOCK_WAIT_S
+        attempt = 0
+        while True:
             pending = {sha: list(files) for sha, files in self._pending_links.items()}
             try:
                 self._write(work)
-                if attempt > 1:
+                if attempt > 0:
                     log.warning("database writes resumed")
                 self._committed(work)
                 return
             except (IntegrityError, OperationalError) as exc:
                 self._pending_links = defaultdict(list, pending)  # undo what the rollback undid
+                waiting = _locked(exc) and time.monotonic() < lock_deadline
+                if waiting and not self._stop.is_set():
+                    continue  # each try waited one step: as SQLite's busy timeout would
+                attempt += 1
                 lost_race = isinstance(exc, IntegrityError) and attempt < 3
                 giving_up = self._closing.is_set() or self._stop.is_set()
                 if not lost_race and (giving_up or isinstance(exc, IntegrityError)):
@@ -245,23 +266,36 @@ class StoreWriter:
     def _write(self, ops: list[Any]) -> None:
         now = utcnow()
         with Session(self._store.engine) as session, session.begin():
-            rows = Rows(session, ops)
-            for op in ops:
-                if isinstance(op, Gone | Moved | Swept):  # bulk updates, after an autoflush
-                    if isinstance(op, Gone):
-                        session.execute(
-                            update(File)
-                            .where(under(op.path), File.missing_since.is_(None))
-                            .values(missing_since=now)
-                        )
-                    elif isinstance(op, Moved):
-                        move(session, op, now)
-                    else:
-                        sweep(session, op, now)
-                    rows.forget()
-                    continue
-                with session.no_autoflush:
-                    self._write_one(session, rows, op, now)
+            raw = None
+            if self._store.engine.dialect.name == "sqlite":
+                raw = session.connection().connection.dbapi_connection
+            if raw is not None:
+                raw.execute(f"PRAGMA busy_timeout = {_LOCK_STEP_MS}")
+            try:
+                self._write_ops(session, ops, now)
+                session.flush()  # every write here, so only a step is waited for the lock
+            finally:
+                if raw is not None:
+                    raw.execute(f"PRAGMA busy_timeout = {int(_LOCK_WAIT_S * 1000)}")
+
+    def _write_ops(self, session: Session, ops: list[Any], now: Any) -> None:
+        rows = Rows(session, ops)
+        for op in ops:
+            if isinstance(op, Gone | Moved | Swept):  # bulk updates, after an autoflush
+                if isinstance(op, Gone):
+                    session.execute(
+                        update(File)
+                        .where(under(op.path), File.missing_since.is_(None))
+                        .values(missing_since=now)
+                    )
+                elif isinstance(op, Moved):
+                    move(session, op, now)
+                else:
+                    sweep(session, op, now)
+                rows.forget()
+                continue
+            with session.no_autoflush:
+                self._write_one(session, rows, op, now)
 
     def _write_one(self, session: Session, rows: Rows, op: Any, now: Any) -> None:
         if isinstance(op, Tagged):
@@ -328,6 +362,11 @@ class StoreWriter:
     def _link_all(self, rows: Rows, image: Image, file: FileInfo, now: Any) -> None:
         for each in [file, *self._pending_links.pop(image.sha256, [])]:
             upsert_file(rows, each, image, now)
+
+
+def _locked(exc: BaseException) -> bool:
+    """Another process holds SQLite's write lock (PostgreSQL waits for row locks itself)."""
+    return isinstance(exc, OperationalError) and "locked" in str(getattr(exc, "orig", exc))
 
 
 def _first_line(exc: BaseException) -> str:

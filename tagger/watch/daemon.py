@@ -32,8 +32,9 @@ from tagger.records import Gone, Moved, Outcome, Summary
 from tagger.store.database import Store
 from tagger.store.writer import Op
 from tagger.watch.intake import Intake
-from tagger.watch.observe import Handler, Observers
+from tagger.watch.observe import Handler, Identity, Observers, identity, read_mountinfo
 from tagger.watch.settle import Settler
+from tagger.watch.signals import STOPPING_SIGNALS, Signals
 from tagger.watch.status import STATUS_INTERVAL, DaemonLock, StatusFiles
 from tagger.watch.systemd import Notifier
 
@@ -43,39 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TICK = 0.2  # seconds between main-loop turns
 MAX_TRIES = 5  # for files that could not be read (vanished, permission): then wait for a change
-STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-LOGGED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
-
-
-class Signals:
-    """Signals for the daemon's main loop to act on. The handler only queues the number
-    (`SimpleQueue.put` is safe in a signal handler, where logging is not: the interrupted
-    code may hold the lock of the stream it writes to) and, for SIGTERM, SIGINT and SIGQUIT,
-    sets `stop`. The main loop says what it heard, logs the status for SIGUSR1, and ignores
-    SIGHUP, which would otherwise kill the daemon."""
-
-    def __init__(self, stop: threading.Event) -> None:
-        self._stop = stop
-        self._received: queue.SimpleQueue[int] = queue.SimpleQueue()
-
-    def install(self) -> None:
-        """Handle every signal of the convention (on the main thread, as Python requires)."""
-        for signum in (*STOPPING_SIGNALS, *LOGGED_SIGNALS):
-            signal.signal(signum, self.received)
-
-    def received(self, signum: int, _frame: object = None) -> None:
-        self._received.put(signum)
-        if signum in STOPPING_SIGNALS:
-            self._stop.set()
-
-    def pending(self) -> list[signal.Signals]:
-        """The signals received since the last call, in order."""
-        found = []
-        while True:
-            try:
-                found.append(signal.Signals(self._received.get_nowait()))
-            except queue.Empty:
-                return found
 
 
 class Daemon:
@@ -100,7 +68,7 @@ class Daemon:
         self._rewritten_lock = threading.Lock()
         self._signals = signals
         self._classifier = classifier
-        self._roots = [Path(os.path.abspath(root)) for root in roots]  # no `..` left
+        self._roots = [Path(os.path.realpath(root)) for root in roots]  # one spelling a file
         self._notifier = notifier or Notifier({})
         self._filter = PhotoFilter(settings.scan)
         self._files = StatusFiles.of(settings)
@@ -111,6 +79,12 @@ class Daemon:
         self.handler = Handler(capacity=4 * settings.watch.max_pending)
         self.observers = Observers(settings.watch, self.handler)
         self._tries: dict[str, int] = {}  # unreadable files: attempts so far
+        # Each root as it was when watched, to notice it replaced, remounted or gone.
+        self._identities: dict[Path, Identity | None] = {}
+        self._rearmed: dict[str, int] = {}
+        self._last_rearm: dict[str, float] = {}
+        self._waiting: set[Path] = set()  # roots that are gone: waited for
+        self._to_rescan: set[Path] = set()  # roots watched afresh, to reconcile
         # Paths to settle, from other threads: retries, and files a rescan found being written.
         self._later: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
 
@@ -136,7 +110,9 @@ class Daemon:
             )
             rescan: Worker | None = None
             try:
+                mounts = read_mountinfo()
                 for root in self._roots:  # watch first, so nothing slips between walk and watch
+                    self._identities[root] = identity(root, mounts)  # before: a change re-arms
                     self.observers.watch(root)
                 if on_start is not None:
                     on_start()
@@ -190,10 +166,12 @@ class Daemon:
                         log.warning("too many events at once; rescanning instead")
                     self.handler.overflowed = False
                     rescan, last_rescan = self._rescan(stop), now
+                    self._to_rescan.clear()
+                elif self._to_rescan:
+                    rescan = self._rescan(stop, sorted(self._to_rescan))
+                    self._to_rescan.clear()
             if now - last_status >= STATUS_INTERVAL:
-                for root in self._roots:  # a deleted or moved root leaves inotify watching nothing
-                    if not root.is_dir():
-                        raise TaggerError(f"{root} is gone; stopping")
+                self._check_roots()
                 self._write_status()
                 last_status = now
             if heartbeat and now - last_beat >= heartbeat / 2 and self._healthy(heartbeat):
@@ -215,8 +193,41 @@ class Daemon:
                 level = max(logging.INFO, log.getEffectiveLevel())
                 log.log(level, "SIGUSR1: %s", self._status_line())
 
-    def _rescan(self, stop: threading.Event) -> Worker:
-        roots, photo_filter = self._roots, self._filter
+    def _check_roots(self) -> None:
+        """Watch a root afresh when it is no longer the folder that was watched (renamed
+        away and recreated, replaced by a symlink, unmounted and mounted again): inotify
+        stays on the dead folder. A root that is gone is waited for, not given up on: a NAS
+        share or USB disk comes back, and stopping would only restart-loop under systemd."""
+        mounts = read_mountinfo()
+        for root in self._roots:
+            now = identity(root, mounts)
+            if now == self._identities.get(root):
+                continue
+            self._identities[root] = now
+            if now is None:
+                if root not in self._waiting:
+                    log.warning("%s is gone; waiting for it to come back", root)
+                    self._waiting.add(root)
+                continue
+            back = root in self._waiting
+            try:
+                self.observers.rearm(root)
+            except OSError as exc:  # gone again already: the next tick looks again
+                log.warning("cannot watch %s again: %s", root, exc.strerror)
+                self._identities[root] = None
+                self._waiting.add(root)
+                continue
+            self._waiting.discard(root)
+            what = "is back" if back else "was replaced (a remount?)"
+            log.warning("%s %s: watching it again and rescanning", root, what)
+            self._rearmed[str(root)] = self._rearmed.get(str(root), 0) + 1
+            self._last_rearm[str(root)] = time.time()
+            self._to_rescan.add(root)
+
+    def _rescan(self, stop: threading.Event, only: Sequence[Path] | None = None) -> Worker:
+        # A root that is gone is not walked: its files would all be marked missing.
+        roots = [r for r in (self._roots if only is None else only) if r not in self._waiting]
+        photo_filter = self._filter
         follow = self._settings.scan.follow_symlinks
         delay = self._settings.watch.stability_delay
 
@@ -334,7 +345,14 @@ class Daemon:
             "state": self.state,
             "started": self._started,
             "roots": [str(root) for root in self._roots],
-            "observers": self.observers.kinds,
+            "observers": {
+                root: f"{how}; re-armed {self._rearmed[root]}x" if root in self._rearmed else how
+                for root, how in self.observers.kinds.items()
+            }
+            | {str(root): "waiting for it to come back" for root in self._waiting},
+            "waiting": sorted(str(root) for root in self._waiting),
+            "rearmed": dict(self._rearmed),
+            "last_rearm": dict(self._last_rearm),
             "queue": self.intake.depth + len(self.settler),
             "counts": {o.value: n for o, n in self.intake.summary.counts.items()},
             "last_activity": self.intake.last_activity,
@@ -351,6 +369,7 @@ class Daemon:
         return (
             f"{self.state}: {c[Outcome.NEW]} tagged, {c[Outcome.DUPLICATE]} duplicates, "
             f"{c[Outcome.FAILED]} failed, {self.intake.depth + len(self.settler)} queued"
+            + "".join(f"; waiting for {root}" for root in sorted(self._waiting))
         )
 
 

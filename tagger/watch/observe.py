@@ -6,16 +6,19 @@ decides when a file is completely written).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import logging
 import os
 import queue
 import re
+import stat
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from tagger.config import WatchSettings
@@ -64,6 +67,69 @@ def _read_mounts() -> str:
         return ""
 
 
+Identity = tuple[int, int, str]  # st_dev, st_ino, the id of the mount holding the folder
+
+
+def read_mountinfo() -> str:
+    try:
+        return os.fsdecode(Path("/proc/self/mountinfo").read_bytes())
+    except OSError:
+        return ""
+
+
+def mount_id(path: Path, mountinfo: str) -> str:
+    """The id of the mount holding `path`, from /proc/self/mountinfo text ("" if unknown).
+    A new mount gets a new id, even of the same disk at the same place, where the device
+    and inode numbers stay the same."""
+    best, found = "", ""
+    target = str(path)
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        point = _unescape(fields[4])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):  # the last of equals is the one on top
+            best, found = point, fields[0]
+    return found
+
+
+_STATX_MNT_ID_UNIQUE = 0x4000  # Linux 6.8: mount ids never reused
+_AT_FDCWD = -100
+_STATX_SIZE, _STATX_MNT_ID_AT = 256, 144  # struct statx, and where stx_mnt_id sits in it
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+def unique_mount_id(path: Path) -> int | None:
+    """The mount's 64-bit id that is never reused (statx), or None where the kernel has none:
+    /proc/self/mountinfo's ids are reused, so a quick unmount and mount can keep the same."""
+    statx = getattr(_libc, "statx", None)
+    if statx is None:
+        return None
+    buffer = ctypes.create_string_buffer(_STATX_SIZE)
+    if statx(_AT_FDCWD, os.fsencode(path), 0, _STATX_MNT_ID_UNIQUE, buffer) != 0:
+        return None
+    mask = int.from_bytes(buffer.raw[0:4], "little")
+    if not mask & _STATX_MNT_ID_UNIQUE:
+        return None
+    return int.from_bytes(buffer.raw[_STATX_MNT_ID_AT : _STATX_MNT_ID_AT + 8], "little")
+
+
+def identity(root: Path, mountinfo: str) -> Identity | None:
+    """What tells whether `root` is still the folder that was watched (inotify stays on a
+    folder renamed away, replaced or unmounted); None when `root` is not a folder now."""
+    try:
+        st = os.stat(root)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    unique = unique_mount_id(root)
+    if unique is not None:
+        return st.st_dev, st.st_ino, f"unique {unique}"
+    return st.st_dev, st.st_ino, mount_id(Path(os.path.realpath(root)), mountinfo)
+
+
 class Observers:
     """One native and/or one polling observer, each root on the kind that can see it."""
 
@@ -72,6 +138,7 @@ class Observers:
         self._handler = handler
         self._native: BaseObserver | None = None
         self._polling: BaseObserver | None = None
+        self._watches: dict[str, tuple[BaseObserver, ObservedWatch]] = {}
         self.kinds: dict[str, str] = {}  # root -> how it is watched, for `tagger status`
 
     def watch(self, root: Path, mounts: str | None = None) -> None:
@@ -92,7 +159,8 @@ class Observers:
             if self._native is None:
                 self._native = Observer()
                 self._native.start()
-            self._native.schedule(self._handler, str(root), recursive=True)
+            watch = self._native.schedule(self._handler, str(root), recursive=True)
+            self._watches[str(root)] = (self._native, watch)
         except OSError as exc:
             if exc.errno not in _INOTIFY_LIMITS:
                 raise
@@ -109,8 +177,22 @@ class Observers:
         if self._polling is None:
             self._polling = PollingObserver(timeout=self._settings.poll_interval)
             self._polling.start()
-        self._polling.schedule(self._handler, str(root), recursive=True)
+        watch = self._polling.schedule(self._handler, str(root), recursive=True)
+        self._watches[str(root)] = (self._polling, watch)
         self.kinds[str(root)] = f"{why}, every {self._settings.poll_interval:g}s"
+
+    def rearm(self, root: Path) -> None:
+        """Drop the watch of `root` and watch it afresh: after the folder was replaced or
+        remounted, the old watch follows the dead folder and sees nothing new."""
+        held = self._watches.pop(str(root), None)
+        self.kinds.pop(str(root), None)
+        if held is not None:
+            observer, watch = held
+            try:
+                observer.unschedule(watch)
+            except (KeyError, OSError) as exc:  # its emitter may have stopped already
+                log.debug("unwatching %s: %s", root, exc)
+        self.watch(root)
 
     def alive(self) -> bool:
         return all(o.is_alive() for o in (self._native, self._polling) if o is not None)

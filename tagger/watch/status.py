@@ -33,7 +33,8 @@ class StatusFiles:
     def of(cls, settings: Settings) -> StatusFiles:
         url = make_url(settings.db_url)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            base = Path(str(url.database))
+            # The real file: a second daemon naming it through a symlink must meet the lock.
+            base = Path(os.path.realpath(str(url.database)))
         else:
             digest = hashlib.sha256(settings.db_url.encode()).hexdigest()[:12]
             base = settings.data_dir / f"db-{digest}"

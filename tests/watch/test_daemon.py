@@ -385,13 +385,7 @@ def test_a_full_inotify_is_an_error_when_native_is_required(
         observers.stop()
 
 
-def test_a_watched_folder_that_disappears_stops_the_daemon_with_an_error(harness: Harness) -> None:
-    running = harness.start()
-    shutil.rmtree(harness.uploads)
-    running.thread.join(timeout=10)
-    assert not running.thread.is_alive()
-    assert [str(e) for e in harness.errors] == [f"{harness.uploads} is gone; stopping"]
-    harness.errors.clear()
+# A watched folder that disappears is waited for: tests/watch/test_root_replaced.py.
 
 
 def test_bad_files_dropped_into_the_watched_folder_never_stop_the_daemon(
