@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,3 +25,19 @@ def distinct_copies(folder: Path, count: int) -> None:
     data = (PHOTOS / "coral_cat_720p.jpg").read_bytes()
     for i in range(count):
         (folder / f"img_{i:03}.jpg").write_bytes(data + i.to_bytes(2, "big"))
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims `width`x`height` pixels: a decompression bomb's header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )

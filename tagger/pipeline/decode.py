@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - depends on the install
     pass
 
 # EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
-_UPRIGHT = {
+UPRIGHT = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -202,7 +202,7 @@ def _decode_open(
 ) -> Decoded:
     fmt = image.format or "unknown"
     width, height = image.size
-    orientation = _orientation(image)
+    orientation = orientation_of(image)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     image.seek(0)  # the first frame of an animation
@@ -213,8 +213,8 @@ def _decode_open(
     else:
         with memory.reserve(decode_cost(image), hashed):
             small = _shrink(image, geometry)
-    if orientation in _UPRIGHT:
-        small = small.transpose(_UPRIGHT[orientation])
+    if orientation in UPRIGHT:
+        small = small.transpose(UPRIGHT[orientation])
     pixels = np.asarray(small, dtype=np.uint8)
     return Decoded(hashed=hashed, pixels=pixels, width=width, height=height, format=fmt)
 
@@ -247,7 +247,7 @@ def _megabytes(size: int) -> str:
     return f"{(size + _MB - 1) // _MB:,}"
 
 
-def _orientation(image: Image.Image) -> int:
+def orientation_of(image: Image.Image) -> int:
     """The EXIF orientation, or 1 when the EXIF block is missing or unreadable."""
     try:
         return int(image.getexif().get(_ORIENTATION_TAG, 1))

@@ -19,8 +19,10 @@ from pathlib import Path
 
 from PIL import Image
 
-import tagger.pipeline.decode  # noqa: F401  (registers HEIC; lifts Pillow's own pixel limit)
 from tagger.errors import SkipFile
+
+# Importing decode registers HEIC and lifts Pillow's own pixel limit, as for tagging.
+from tagger.pipeline.decode import UPRIGHT, orientation_of
 from tagger.pipeline.hashing import open_regular
 
 SIZES: tuple[int, ...] = (256, 1024)  # the sizes the page asks for: grid tiles and the photo page
@@ -34,17 +36,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CACHED_NAME = re.compile(r"[0-9a-f]{64}-[0-9]+\.jpg")
 _TEMP_SUFFIX = ".tmp"
 _WHITE = (255, 255, 255)
-_ORIENTATION_TAG = 0x0112
-# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
-_UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
@@ -164,28 +155,20 @@ def _make_thumbnail(source: Path, size: int) -> Image.Image:
                 raise ThumbnailError(
                     f"too many pixels: {width}x{height} is over the limit of {_MAX_PIXELS:,}"
                 )
-            orientation = _orientation(image)
+            orientation = orientation_of(image)
             image.seek(0)  # the first frame of an animation
             if image.format == "JPEG":
                 image.draft("RGB", (size, size))  # let the decoder scale by 1/2..1/8 for free
             small = _workable(image)
             small.thumbnail((size, size), Image.Resampling.LANCZOS)
             flat = _flatten(small)
-            return flat.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else flat
+            return flat.transpose(UPRIGHT[orientation]) if orientation in UPRIGHT else flat
     except ThumbnailError:
         raise
     except SkipFile as exc:  # vanished, or replaced by something that is not a file
         raise ThumbnailError(f"cannot read the photo: {exc.reason}") from None
     except Exception as exc:  # Pillow's decoders raise many kinds for damaged data
         raise ThumbnailError(f"cannot decode the photo: {type(exc).__name__}") from None
-
-
-def _orientation(image: Image.Image) -> int:
-    """The EXIF orientation, or 1 when the EXIF block is missing or unreadable."""
-    try:
-        return int(image.getexif().get(_ORIENTATION_TAG, 1))
-    except Exception:  # a corrupt EXIF block must not cost us the pixels
-        return 1
 
 
 def _workable(image: Image.Image) -> Image.Image:

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,7 @@ from tagger.inference.specs import Geometry
 from tagger.pipeline.decode import decode
 from tagger.pipeline.hashing import hash_file, stat_file
 from tagger.records import Decoded
-from tests.helpers import PHOTOS
+from tests.helpers import PHOTOS, png_declaring
 
 GEOMETRY = Geometry()
 LIMIT = 200_000_000
@@ -124,23 +122,6 @@ def test_draft_decode_is_close_to_a_full_decode() -> None:
     )
     diff = np.abs(np.asarray(reference).astype(int) - run(path).pixels).mean()
     assert diff < 1.5, diff
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims a huge size: a decompression bomb's calling card."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-        + chunk(b"IEND", b"")
-    )
 
 
 @pytest.mark.parametrize(

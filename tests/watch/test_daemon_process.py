@@ -13,10 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.helpers import PHOTOS, distinct_copies
 
@@ -81,16 +78,6 @@ class Watch:
             timeout=60,
         )
         return done.returncode, json.loads(done.stdout)
-
-
-@pytest.fixture
-def watch(tmp_path: Path) -> Iterator[Watch]:
-    watch = Watch(tmp_path)
-    yield watch
-    if watch.proc is not None and watch.proc.poll() is None:
-        watch.proc.kill()
-        watch.proc.wait()
-    watch.socket.close()
 
 
 def test_systemd_hears_ready_watchdog_and_stopping(watch: Watch) -> None:

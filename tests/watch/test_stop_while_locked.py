@@ -5,10 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from tests.helpers import distinct_copies
 from tests.watch.test_daemon_process import Watch
@@ -20,16 +16,6 @@ db.execute("begin immediate")
 print("held", flush=True)
 time.sleep(120)
 """
-
-
-@pytest.fixture
-def watch(tmp_path: Path) -> Iterator[Watch]:
-    watch = Watch(tmp_path)
-    yield watch
-    if watch.proc is not None and watch.proc.poll() is None:
-        watch.proc.kill()
-        watch.proc.wait()
-    watch.socket.close()
 
 
 def test_sigterm_while_another_process_holds_the_write_lock_stops_at_once(watch: Watch) -> None:

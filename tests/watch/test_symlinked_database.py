@@ -5,22 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from tests.watch.test_daemon_process import Watch
-
-
-@pytest.fixture
-def watch(tmp_path: Path) -> Iterator[Watch]:
-    watch = Watch(tmp_path)
-    yield watch
-    if watch.proc is not None and watch.proc.poll() is None:
-        watch.proc.kill()
-        watch.proc.wait()
-    watch.socket.close()
 
 
 def test_a_second_daemon_on_a_symlink_to_the_database_is_refused(watch: Watch) -> None:

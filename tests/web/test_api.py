@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import shutil
 import socket
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from tagger.store.database import Store
 from tagger.watch.daemon import Daemon
 from tagger.web.run import WebRun
 from tagger.web.server import parse_listen
-from tests.helpers import PHOTOS
+from tests.helpers import PHOTOS, png_declaring
 
 CAT = PHOTOS / "coral_cat_720p.jpg"
 PARROT = PHOTOS / "coral_parrot.jpg"
@@ -286,22 +284,6 @@ def test_listen_addresses() -> None:
     assert parse_listen("[::1]:9000") == ("::1", 9000)
     with pytest.raises(Exception, match="HOST:PORT"):
         parse_listen("eighty")
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG that claims `width`x`height` pixels: a decompression bomb's header."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data))
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_requests_for_other_host_names_are_refused(served: Served) -> None:
