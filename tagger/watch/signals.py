@@ -3,6 +3,7 @@ event for those that stop), the daemon's main loop does the rest (huey's consume
 
 from __future__ import annotations
 
+import faulthandler
 import queue
 import signal
 import threading
@@ -23,9 +24,11 @@ class Signals:
         self._received: queue.SimpleQueue[int] = queue.SimpleQueue()
 
     def install(self) -> None:
-        """Handle every signal of the convention (on the main thread, as Python requires)."""
+        """Handle every signal of the convention (on the main thread, as Python requires).
+        SIGUSR2 writes every thread's stack to stderr, for a daemon that seems stuck."""
         for signum in (*STOPPING_SIGNALS, *LOGGED_SIGNALS):
             signal.signal(signum, self.received)
+        faulthandler.register(signal.SIGUSR2, all_threads=True)
 
     def received(self, signum: int, _frame: object = None) -> None:
         self._received.put(signum)

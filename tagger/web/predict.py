@@ -103,7 +103,7 @@ class SharedClassifier:
         for _ in self._threads:
             self._requests.put(END)
         for thread in self._threads:
-            thread.join()
+            thread.join(timeout=10)  # a batch in flight finishes; nothing waits on it longer
 
     def _serve(self) -> None:
         batch: list[_Request]
@@ -114,11 +114,13 @@ class SharedClassifier:
                     tags = self._run("web", np.stack([r.pixels for r in batch]), wanted)
             except Exception as exc:  # each caller gets the error; the server goes on
                 for request in batch:
-                    request.future.set_exception(exc)
+                    if not request.future.done():
+                        request.future.set_exception(exc)
                 continue
             for request, image_tags in zip(batch, tags, strict=True):
                 direct = [tag for tag in image_tags if not tag.derived]
-                request.future.set_result(direct[: request.top_k])
+                if not request.future.done():  # a request given up (its client went away)
+                    request.future.set_result(direct[: request.top_k])
 
     def _run(self, who: str, pixels: npt.NDArray[np.uint8], top_k: int) -> list[list[Tag]]:
         started = time.perf_counter()

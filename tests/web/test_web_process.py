@@ -53,12 +53,17 @@ class Daemon:
         raise AssertionError(f"tagger watch --listen did not start: {self.process.communicate()}")
 
     def stop(self) -> tuple[int, str]:
+        started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
         try:
             _, err = self.process.communicate(timeout=30)
         except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR2)  # every thread's stack, for the report
+            time.sleep(1)
             self.process.kill()
-            raise AssertionError("tagger watch did not stop within 30 s of SIGTERM") from None
+            _, err = self.process.communicate()
+            raise AssertionError(f"tagger watch did not stop in 30 s of SIGTERM:\n{err}") from None
+        print(f"stopped {time.monotonic() - started:.1f} s after SIGTERM")
         return self.process.returncode, err
 
 
