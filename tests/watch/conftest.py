@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tagger.inference.torch_model import TorchClassifier
+from tests.watch.test_daemon import Harness
 from tests.watch.test_daemon_process import Watch
 
 
@@ -20,3 +22,14 @@ def watch(tmp_path: Path) -> Iterator[Watch]:
         watch.proc.kill()
         watch.proc.wait()
     watch.socket.close()
+
+
+@pytest.fixture
+def harness(tmp_path: Path, classifier: TorchClassifier) -> Iterator[Harness]:
+    """Daemons in threads on one folder and database; each is stopped, and none may have
+    failed, when the test ends."""
+    harness = Harness(tmp_path, classifier)
+    yield harness
+    for running in harness.running:
+        running.stop()
+    assert not harness.errors, harness.errors

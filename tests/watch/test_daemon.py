@@ -121,15 +121,6 @@ class Harness:
         )
 
 
-@pytest.fixture
-def harness(tmp_path: Path, classifier: TorchClassifier) -> Iterator[Harness]:
-    harness = Harness(tmp_path, classifier)
-    yield harness
-    for running in harness.running:
-        running.stop()
-    assert not harness.errors, harness.errors
-
-
 @pytest.mark.parametrize("observer", ["native", "polling"])
 def test_dropped_files_are_tagged(harness: Harness, observer: str) -> None:
     running = harness.start(observer=observer)

@@ -6,24 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tagger.inference.torch_model import TorchClassifier
 from tagger.records import Outcome
 from tagger.watch.settle import Settler
 from tests.watch.test_daemon import CAT, HOTDOG, Harness, wait_for
-
-
-@pytest.fixture
-def harness(tmp_path: Path, classifier: TorchClassifier) -> Iterator[Harness]:
-    harness = Harness(tmp_path, classifier)
-    yield harness
-    for running in harness.running:
-        running.stop()
-    assert not harness.errors, harness.errors
 
 
 def same_size(tmp_path: Path) -> tuple[Path, Path]:

@@ -11,17 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tagger.inference.torch_model import TorchClassifier
 from tests.watch.test_daemon import CAT, HOTDOG, PARROT, Harness, wait_for
-
-
-@pytest.fixture
-def harness(tmp_path: Path, classifier: TorchClassifier) -> Iterator[Harness]:
-    harness = Harness(tmp_path, classifier)
-    yield harness
-    for running in harness.running:
-        running.stop()
-    assert not harness.errors, harness.errors
 
 
 def status_of(harness: Harness) -> dict[str, object]:
