@@ -21,7 +21,7 @@ from tagger.cli.common import (
 )
 from tagger.cli.output import render
 from tagger.config import explain
-from tagger.errors import TaggerError
+from tagger.errors import RuntimeUnavailable, TaggerError
 from tagger.pipeline.files import printable
 from tagger.store.database import database_revisions, upgrade_database
 
@@ -123,7 +123,9 @@ def model() -> None:
 @model.command("list", epilog=example("tagger model list"))
 @pass_app
 def model_list(app: App) -> None:
-    """Show each model, whether its weights are here, and which one is in use."""
+    """Show each model, which one is in use, its weights, and the exports shipped with tagger
+    (those run with no torch installed)."""
+    from tagger.inference.runtimes import SUPPORTED, bundled
     from tagger.inference.specs import MODELS, weights_file
 
     settings = app.settings()
@@ -131,16 +133,23 @@ def model_list(app: App) -> None:
     for spec in MODELS.values():
         override = settings.model.weights_path if spec.name == settings.model.name else None
         path = weights_file(spec, settings.data_dir, override)
+        shipped = [
+            f"{runtime} {precision}"
+            for runtime, precisions in SUPPORTED.items()
+            for precision in precisions
+            if bundled(spec, runtime, precision) is not None
+        ]
         rows.append(
             {
                 "model": spec.name,
                 "in_use": "*" if spec.name == settings.model.name else "",
                 "weights": "present" if path.is_file() else "missing",
+                "shipped": ", ".join(shipped) or "-",
                 "path": str(path),
                 "about": spec.summary,
             }
         )
-    click.echo(render(rows, ["model", "in_use", "weights", "path", "about"], "table"))
+    click.echo(render(rows, ["model", "in_use", "weights", "shipped", "path", "about"], "table"))
 
 
 @model.command(
@@ -157,7 +166,14 @@ def model_fetch(app: App, name: str) -> None:
     This is the only command that uses the network. The default model needs nothing:
     its weights are installed with tagger.
     """
+    from tagger.inference.runtimes import installed
     from tagger.inference.specs import spec_for
+
+    if not installed("torch"):
+        raise RuntimeUnavailable(
+            "weights are for exporting with torch, which is not installed:"
+            " pip install 'tagger[torch]'"
+        )
     from tagger.inference.torch_model import fetch
 
     spec = spec_for(name)

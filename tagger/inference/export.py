@@ -61,7 +61,8 @@ def calibration_images(spec: ModelSpec) -> Iterator[npt.NDArray[np.uint8]]:
 
 
 def export_onnx(spec: ModelSpec, weights: Path, target: Path) -> None:
-    """fp32 ONNX: float32 NCHW input `pixels` (normalised), output `logits`, any batch size."""
+    """fp32 ONNX: float32 NCHW input `pixels` (normalised), outputs `logits` and `features`
+    (pooled, before the classifier), any batch size."""
     module = load_module(spec, weights)
     sample = torch.zeros(1, 3, spec.geometry.crop, spec.geometry.crop)
     with torch.inference_mode():
@@ -70,8 +71,8 @@ def export_onnx(spec: ModelSpec, weights: Path, target: Path) -> None:
             (sample,),
             str(target),
             input_names=["pixels"],
-            output_names=["logits"],
-            dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+            output_names=["logits", "features"],
+            dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )

