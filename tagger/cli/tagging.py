@@ -157,8 +157,11 @@ def watch(
     signals.install()
     log.info("database %s", sqlite_file(settings.db_url) or settings.db_url)  # password masked
     app.store(create=True)  # a database that cannot be used stops it before the model loads
-    notifier = Notifier()
     classifier = app.classifier(settings)
+    if stop.is_set():  # stopped while the model loaded: nothing started, nothing to drain
+        click.echo("Stopped before the first file.")
+        return
+    notifier = Notifier()
     web = None
     if settings.web.listen:
         from tagger.web.run import WebRun
