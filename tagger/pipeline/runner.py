@@ -74,6 +74,7 @@ class Pipeline:
         self._report = report
         self._summary = Summary()
         self._lock = threading.Lock()
+        self._decoding = 0  # images handed to the decoders and not yet in the decoded queue
         self._recent = RecentContent()
         self._markers = settings.data_dir / "decoding"
         # One budget for every decode worker and every run of this pipeline.
@@ -116,13 +117,26 @@ class Pipeline:
                         continue
                     while not in_flight.acquire(timeout=0.5):
                         inference.check()
+                    with self._lock:
+                        self._decoding += 1
                     future = pool.submit(decode_or_fail, hashed, geometry, max_pixels, self._memory)
-                    future.add_done_callback(lambda done: decoded.put(done.result()))
+                    future.add_done_callback(lambda done: self._decoded(decoded, done.result()))
                 pool.shutdown(wait=True)
             finally:
                 decoded.put(END)
                 inference.join()
             inference.check()
+
+    def _decoded(
+        self, decoded: queue.Queue[Decoded | Failure | EndOfInput], result: Decoded | Failure
+    ) -> None:
+        decoded.put(result)
+        with self._lock:  # after the put: none in flight means none still to arrive
+            self._decoding -= 1
+
+    def _more_coming(self) -> bool:
+        with self._lock:
+            return self._decoding > 0
 
     def _run_sequential(
         self, items: Iterable[Item], writer: StoreWriter, stop: threading.Event
@@ -192,7 +206,7 @@ class Pipeline:
         """Batch decoded images, run the model, and pass results and failures to the writer."""
         size, max_wait = self._classifier.batch_size, self._settings.batch.max_wait
         batch: list[Decoded | Failure]
-        for batch in batches(decoded, size, max_wait):
+        for batch in batches(decoded, size, max_wait, self._more_coming):
             self._store_batch(batch, writer, stop)
             for _ in batch:
                 in_flight.release()
