@@ -102,6 +102,30 @@ def test_onnx_fp32_gives_torchs_logits_and_int8_its_top1(classifier: TorchClassi
     assert (quantised[coral] == reference.argmax(1)[coral]).all()
 
 
+def test_onnx_runtime_int8_runs_every_convolution_but_the_first_on_int8_kernels(
+    tmp_path: Path,
+) -> None:
+    """NNCF's QDQ graph as ONNX Runtime optimises it: 48 QLinearConv, the stem in fp32.
+
+    A convolution ONNX Runtime cannot fuse (a per-channel or mixed-type activation
+    quantiser) runs in fp32 between a DequantizeLinear and a QuantizeLinear: as
+    accurate, but slower than fp32 itself."""
+    import onnx
+    import onnxruntime as ort
+
+    load_classifier("efficientnet_lite0", data_dir(), runtime="onnxruntime", precision="int8")
+    folder = next((data_dir() / "artefacts").glob("efficientnet_lite0-*-onnxruntime-int8-v*"))
+    options = ort.SessionOptions()
+    options.add_free_dimension_override_by_name("batch", 8)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    kinds = [node.op_type for node in onnx.load(tmp_path / "optimised.onnx").graph.node]
+    assert kinds.count("QLinearConv") == 48
+    fp32_convolutions = [kind for kind in kinds if kind in ("Conv", "FusedConv")]
+    assert len(fp32_convolutions) == 1 and "Gemm" in kinds  # the stem and the classifier
+
+
 def test_openvino_int8_is_quantised_by_nncf_from_fp32(classifier: TorchClassifier) -> None:
     import openvino as ov
 
