@@ -2,6 +2,7 @@
 
     python bench/run.py [--images 48] [--rounds 2] [--runtime auto] [--precision auto]
                         [--batch-size 0] [--model efficientnet_lite0 | --model resnet18]
+                        [--peer same | --peer resnet18]
 
 Makes photo-like files (real photos from tests/photos scaled to 1600x1200 and 4000x3000
 JPEGs, plus 1600x1200 PNGs, each with a little noise so every file is distinct content),
@@ -65,7 +66,8 @@ def naive(paths: list[Path], model: str, weights: Path | None) -> float:
     start = time.perf_counter()
     with torch.no_grad():
         for path in paths:
-            module(prep(Image.open(path).convert("RGB")).unsqueeze(0)).softmax(1).topk(5)
+            logits, _features = module(prep(Image.open(path).convert("RGB")).unsqueeze(0))
+            logits.softmax(1).topk(5)
     return len(paths) / (time.perf_counter() - start)
 
 
@@ -236,6 +238,12 @@ def main() -> None:
     parser.add_argument(
         "--model", default="efficientnet_lite0", choices=("efficientnet_lite0", "resnet18")
     )
+    parser.add_argument(
+        "--peer",
+        choices=("same", "resnet18"),
+        default="same",
+        help="the naive loop's model: tagger's, or the demos' ResNet-18 (random weights)",
+    )
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
@@ -249,6 +257,10 @@ def main() -> None:
         workdir = Path(tmp)
         if args.model == "resnet18":
             args.weights = random_resnet18(workdir / "resnet18-random.pth")
+        peer_model, peer_weights = args.model, args.weights
+        if args.peer == "resnet18":
+            peer_model = "resnet18"
+            peer_weights = random_resnet18(workdir / "resnet18-peer.pth")
         warm = make_images(workdir, 2, (640, 480), "jpg")
         tagger_scan(warm, workdir, 0, args)  # exports the artefact once, outside the timings
         print(
@@ -261,7 +273,7 @@ def main() -> None:
             paths = make_images(workdir, count, size, ext)
             for _ in range(args.rounds):
                 run += 1
-                slow = naive(paths, args.model, args.weights)
+                slow = naive(paths, peer_model, peer_weights)
                 fast = tagger_scan(paths, workdir, run, args)
                 peak = max(fast["peak_by_batch"].values())
                 print(
@@ -272,11 +284,21 @@ def main() -> None:
                     f" inference {1000 / fast['in_pipeline_rate']:.1f} ms in the pipeline"
                     f" ({fast['in_pipeline_rate']:.0f} img/s)"
                 )
-                stages = ", ".join(f"{k} {v:.1f}" for k, v in sorted(fast["cpu_ms"].items()))
-                total = sum(fast["cpu_ms"].values())
+                cpu = fast["cpu_ms"]
+                stages = ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items()))
+                total = sum(cpu.values())
                 print(
                     f"  CPU ms per image: {stages}; total {total:.1f}"
                     f" ({fast['busy']:.0%} of the cores busy)"
+                )
+                # The decode-bound limit: every core decoding or inferring, nothing else.
+                work = (
+                    cpu.get("decode", 0) + cpu.get("inference", 0) + cpu.get("runtime threads", 0)
+                )
+                limit = len(os.sched_getaffinity(0)) * 1000 / work
+                print(
+                    f"  decode-bound limit {limit:.1f} img/s (cores / decode + inference CPU);"
+                    f" tagger reaches {fast['rate'] / limit:.0%} of it"
                 )
             by_batch = ", ".join(
                 f"b{b} {r:.0f} ({r / peak:.0%})" for b, r in fast["peak_by_batch"].items()

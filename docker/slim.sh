@@ -16,6 +16,8 @@ if [ -d "$ov" ]; then
     rm -rf "$ov"/include "$ov"/tools "$ov"/frontend/tensorflow "$ov"/frontend/pytorch \
         "$ov"/frontend/jax "$ov"/frontend/paddle
 fi
+# The shipped ONNX Runtime int8 model, where ONNX Runtime is not installed (x86_64).
+[ -d "$site/onnxruntime" ] || rm -rf "$site"/tagger/models/*/onnx-int8
 find "$site" -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
 rm -rf "$site"/pip "$site"/pip-* "$site"/setuptools "$site"/setuptools-* "$site"/_distutils_hack \
     "$site"/distutils-precedence.pth \

@@ -26,10 +26,12 @@ OUT = Path(__file__).resolve().parent.parent / "tagger" / "models" / "efficientn
 # bf16 from it as a compile hint), so one folder serves both runtimes' fp32.
 ARTEFACTS = {
     "onnx-fp32": ("onnxruntime", "fp32"),
+    "onnx-int8": ("onnxruntime", "int8"),
     "openvino-int8": ("openvino", "int8"),
 }
 SERVES = {
     "onnxruntime-fp32": "onnx-fp32",
+    "onnxruntime-int8": "onnx-int8",
     "openvino-fp32": "onnx-fp32",
     "openvino-int8": "openvino-int8",
 }

@@ -58,7 +58,8 @@ SUPPORTED: dict[RuntimeName, tuple[Precision, ...]] = {
 _EXTRA = {"torch": "tagger[torch]", "onnxruntime": "tagger[onnx]", "openvino": "tagger[openvino]"}
 # Bump when the exported graph's inputs, outputs, layout or quantisation change.
 # 2: OpenVINO int8 quantised with NNCF instead of converted from ONNX Runtime's QDQ graph.
-# 3: a second output, `features` (the pooled features the classifier reads).
+# 3: a second output, `features` (the pooled features the classifier reads); ONNX Runtime
+#    int8 quantised with NNCF instead of onnxruntime.quantization.
 ARTEFACT_FORMAT = 3
 
 
@@ -90,18 +91,19 @@ def bundled(spec: ModelSpec, runtime: str, precision: str) -> Path | None:
     current = manifest.get("format") == ARTEFACT_FORMAT
     if folder is None or not current or manifest.get("weights_sha256") != spec.sha256_prefix:
         return None
-    return root / str(folder)
+    found = root / str(folder)
+    return found if found.is_dir() else None  # an image may leave out what it cannot run
 
 
 def can_run(runtime: RuntimeName, precision: str, spec: ModelSpec | None = None) -> bool:
     """Whether the runtime, and what its export at this precision needs, are installed.
 
-    OpenVINO's int8 is quantised by NNCF, which only the export child imports; not needed
-    where the package ships the int8 artefact of `spec`."""
+    int8 is quantised by NNCF (for either runtime), which only the export child imports;
+    not needed where the package ships the int8 artefact of `spec`."""
     if not installed(runtime):
         return False
     shipped = spec is not None and bundled(spec, runtime, precision) is not None
-    return shipped or runtime != "openvino" or precision != "int8" or installed("nncf")
+    return shipped or precision != "int8" or installed("nncf")
 
 
 def choose(spec: ModelSpec, runtime: str, precision: str) -> Choice:
@@ -136,7 +138,7 @@ def choose(spec: ModelSpec, runtime: str, precision: str) -> Choice:
     if not can_run(chosen, precision, spec):
         raise RuntimeUnavailable(
             f"model.precision = {precision} on {chosen} needs NNCF to quantise the model:"
-            f" pip install 'tagger[openvino-int8]'"
+            f" pip install 'tagger[{'openvino-int8' if chosen == 'openvino' else 'onnx-int8'}]'"
         )
     if chosen == "openvino" and precision == "bf16" and not cpu_has_bf16():
         raise RuntimeUnavailable(

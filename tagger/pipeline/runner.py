@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -75,6 +75,7 @@ class Pipeline:
         self._summary = Summary()
         self._lock = threading.Lock()
         self._decoding = 0  # images handed to the decoders and not yet in the decoded queue
+        self._feeding = False  # the feed is working on a file (not waiting for one)
         self._recent = RecentContent()
         self._markers = settings.data_dir / "decoding"
         # One budget for every decode worker and every run of this pipeline.
@@ -107,7 +108,7 @@ class Pipeline:
                 "tagger-inference", self._classify_loop, decoded, in_flight, writer, stop, halt=stop
             )
             try:
-                for item in items:
+                for item in self._fed(items):
                     if stop.is_set():
                         break
                     inference.check()
@@ -127,6 +128,21 @@ class Pipeline:
                 inference.join()
             inference.check()
 
+    def _fed(self, items: Iterable[Item]) -> Iterator[Item]:
+        """`items`, noting while one is being worked on: a watch's feed waits for the next
+        file in `next()`, a scan's does not wait at all."""
+        iterator = iter(items)
+        while True:
+            with self._lock:
+                self._feeding = False
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            with self._lock:
+                self._feeding = True
+            yield item
+
     def _decoded(
         self, decoded: queue.Queue[Decoded | Failure | EndOfInput], result: Decoded | Failure
     ) -> None:
@@ -135,8 +151,10 @@ class Pipeline:
             self._decoding -= 1
 
     def _more_coming(self) -> bool:
+        """Whether images may join a batch soon: some are being decoded, or the feed is
+        working on a file. Not when a watch waits for its next file."""
         with self._lock:
-            return self._decoding > 0
+            return self._feeding or self._decoding > 0
 
     def _run_sequential(
         self, items: Iterable[Item], writer: StoreWriter, stop: threading.Event

@@ -20,6 +20,7 @@ from tagger.errors import RuntimeUnavailable, WeightsError
 from tagger.inference.runtimes import (
     ARTEFACT_FORMAT,
     artefact_dir,
+    bundled,
     choose,
     cpu_has_bf16,
     installed,
@@ -113,8 +114,8 @@ def test_onnx_runtime_int8_runs_every_convolution_but_the_first_on_int8_kernels(
     import onnx
     import onnxruntime as ort
 
-    load_classifier("efficientnet_lite0", data_dir(), runtime="onnxruntime", precision="int8")
-    folder = next((data_dir() / "artefacts").glob("efficientnet_lite0-*-onnxruntime-int8-v*"))
+    folder = bundled(LITE0, "onnxruntime", "int8")  # the shipped one, made by this export
+    assert folder is not None
     options = ort.SessionOptions()
     options.add_free_dimension_override_by_name("batch", 8)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -273,13 +274,13 @@ def test_exporting_with_openvino_and_nncf_reports_nothing(tmp_path: Path) -> Non
 
 
 def test_auto_picks_int8_only_where_it_passed_the_accuracy_rule() -> None:
-    """EfficientNet-Lite0 int8 passed on OpenVINO, not on ONNX Runtime (docs/benchmarks.md)."""
+    """EfficientNet-Lite0 int8 passed on OpenVINO and ONNX Runtime (docs/benchmarks.md)."""
     assert choose(LITE0, "auto", "auto") == ("openvino", "int8")
-    assert choose(LITE0, "onnxruntime", "auto").precision == "fp32"
+    assert choose(LITE0, "onnxruntime", "auto").precision == "int8"
     assert choose(LITE0, "torch", "auto").precision == "fp32"
     assert choose(spec_for("resnet18"), "openvino", "auto").precision == "fp32"  # not measured
-    everywhere = replace(LITE0, int8_default_on=("openvino", "onnxruntime"))
-    assert choose(everywhere, "onnxruntime", "auto").precision == "int8"
+    only_openvino = replace(LITE0, int8_default_on=("openvino",))
+    assert choose(only_openvino, "onnxruntime", "auto").precision == "fp32"
 
 
 def test_unsupported_or_missing_runtime_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -296,7 +297,7 @@ def test_unsupported_or_missing_runtime_is_one_clear_line(monkeypatch: pytest.Mo
     assert str(error.value) == (
         "model.runtime = openvino, but openvino is not installed: pip install 'tagger[openvino]'"
     )
-    assert choose(LITE0, "auto", "auto") == ("onnxruntime", "fp32")
+    assert choose(LITE0, "auto", "auto") == ("onnxruntime", "int8")
 
 
 def test_openvino_bf16_shares_the_fp32_artefact_and_is_refused_before_any_export(
@@ -321,19 +322,20 @@ def test_openvino_bf16_shares_the_fp32_artefact_and_is_refused_before_any_export
     assert not fresh.exists()  # refused before a minute of exporting, not after
 
 
-def test_openvino_int8_without_nncf_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_int8_without_nncf_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """The default model's int8 is shipped: NNCF is needed only to quantise another."""
     monkeypatch.setitem(sys.modules, "nncf", None)  # as if it were not installed
     assert choose(LITE0, "auto", "auto") == ("openvino", "int8")
-    resnet = replace(spec_for("resnet18"), int8_default_on=("openvino",))
-    with pytest.raises(RuntimeUnavailable) as error:
-        choose(resnet, "openvino", "int8")
-    assert str(error.value) == (
-        "model.precision = int8 on openvino needs NNCF to quantise the model:"
-        " pip install 'tagger[openvino-int8]'"
-    )
-    assert choose(resnet, "auto", "int8") == choose(resnet, "onnxruntime", "int8")
-    assert choose(resnet, "openvino", "auto").precision == "fp32"
+    assert choose(LITE0, "onnxruntime", "int8") == ("onnxruntime", "int8")
+    resnet = replace(spec_for("resnet18"), int8_default_on=("openvino", "onnxruntime"))
+    for runtime, extra in (("openvino", "openvino-int8"), ("onnxruntime", "onnx-int8")):
+        with pytest.raises(RuntimeUnavailable) as error:
+            choose(resnet, runtime, "int8")
+        assert str(error.value) == (
+            f"model.precision = int8 on {runtime} needs NNCF to quantise the model:"
+            f" pip install 'tagger[{extra}]'"
+        )
+        assert choose(resnet, runtime, "auto").precision == "fp32"
 
 
 def test_a_failed_export_says_why_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -368,14 +370,16 @@ def test_artefacts_are_keyed_by_weights_runtime_and_precision() -> None:
 def test_model_prepare_builds_the_artefact_before_any_scan(
     tagger: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    weights, _ = checked_weights(LITE0, data_dir(), None)
     monkeypatch.setenv("TAGGER_MODEL__RUNTIME", "onnxruntime")
-    monkeypatch.setenv("TAGGER_MODEL__PRECISION", "int8")  # the one not shipped
+    monkeypatch.setenv("TAGGER_MODEL__PRECISION", "fp32")
+    monkeypatch.setenv("TAGGER_MODEL__WEIGHTS_PATH", str(weights))  # named: not the shipped
     result = tagger("model", "prepare")
     assert result.code == 0, result.err
     assert result.out == (
-        "efficientnet_lite0: ready on OnnxRuntimeClassifier, batches of 8"
-        " (model.runtime = onnxruntime, model.precision = int8)\n"
+        "efficientnet_lite0: ready on OnnxRuntimeClassifier, batches of 4"
+        " (model.runtime = onnxruntime, model.precision = fp32)\n"
     )
     assert list(
-        (data_dir() / "artefacts").glob(f"efficientnet_lite0-*-onnxruntime-int8-v{ARTEFACT_FORMAT}")
+        (data_dir() / "artefacts").glob(f"efficientnet_lite0-*-onnxruntime-fp32-v{ARTEFACT_FORMAT}")
     )
