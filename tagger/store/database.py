@@ -171,6 +171,9 @@ def alembic_config(engine: Engine) -> Config:
 def make_engine(url: str) -> Engine:
     """An engine; for SQLite: WAL, foreign keys, and waiting (not failing) on a busy database."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        # UTC, as SQLite stores it; a pre-ping finds a server restarted under a daemon.
+        return create_engine(url, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"})
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url)
     if parsed.database and parsed.database != ":memory:":
@@ -250,9 +253,20 @@ def _opened(url: str, use: Callable[[Engine], T]) -> T:
 
 
 def missing_driver(url: str, exc: ImportError) -> TaggerError:
+    if make_url(url).get_backend_name() == "postgresql":
+        return TaggerError("PostgreSQL needs its driver, psycopg 3: pip install 'tagger[postgres]'")
     return TaggerError(
         f"cannot open database {url}: its driver is not installed (pip install {exc.name})"
     )
+
+
+def server_of(url: str) -> str:
+    """Where a PostgreSQL URL points: host:port, or the socket folder (`?host=/run/...`)."""
+    parsed = make_url(url)
+    host = parsed.host or parsed.query.get("host") or "the local socket"
+    if isinstance(host, tuple):  # several hosts: libpq tries each
+        host = ",".join(host)
+    return f"{host}:{parsed.port}" if parsed.port else str(host)
 
 
 def cannot_open(url: str, exc: SQLAlchemyError) -> TaggerError:
@@ -261,6 +275,9 @@ def cannot_open(url: str, exc: SQLAlchemyError) -> TaggerError:
         return damaged(sqlite_file(url) or url, detail)
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
     first = (str(cause).strip().splitlines() or [""])[0]
+    postgresql = make_url(url).get_backend_name() == "postgresql"
+    if postgresql and isinstance(exc, DBAPIError) and type(cause).__name__ == "OperationalError":
+        return TaggerError(f"cannot connect to PostgreSQL at {server_of(url)}: {first}")
     return TaggerError(f"cannot open database {url}: {type(cause).__name__}: {first}")
 
 
