@@ -25,6 +25,7 @@ from sqlalchemy import (
     event,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -224,6 +225,20 @@ def database_revisions(url: str) -> tuple[str | None, str]:
     return current, head_revision()
 
 
+def describe_server(url: str) -> str | None:
+    """For `tagger db status`: the server's version and where it is; None for SQLite."""
+    if make_url(url).get_backend_name() != "postgresql":
+        return None
+
+    def ask(engine: Engine) -> str:
+        with engine.connect() as connection:
+            version = connection.scalar(text("SHOW server_version"))
+            name = connection.scalar(text("SELECT current_database()"))
+        return f"PostgreSQL {str(version).split()[0]} at {server_of(url)}, database {name}"
+
+    return _opened(url, ask)
+
+
 def upgrade_database(url: str) -> tuple[str | None, str]:
     """`upgrade` for `tagger db upgrade`: a new database is created; a foreign or damaged
     SQLite file is refused before anything is written to it."""
@@ -354,6 +369,12 @@ class Store:
         except ImportError as exc:
             raise missing_driver(url, exc) from None
         try:
+            if path is None and not create and schema_revisions(self.engine)[0] is None:
+                self.engine.dispose()
+                raise NoDatabase(
+                    f"no tagger schema in {make_url(url).render_as_string(hide_password=True)};"
+                    " run tagger scan, tagger watch or tagger db upgrade first"
+                )
             check_schema(self.engine)
         except SQLAlchemyError as exc:
             self.engine.dispose()
