@@ -41,6 +41,7 @@ _BUSY_TIMEOUT_S = 30
 _DB_MODE = 0o640
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26  # SQLite's result codes for a damaged file
+_SCHEMA_LOCK = 0x7A6768  # PostgreSQL advisory lock of schema changes (folders: daemons.py)
 
 
 class NoDatabase(TaggerError):
@@ -246,7 +247,12 @@ def upgrade_database(url: str) -> tuple[str | None, str]:
     if path is not None and path.exists():
         peek(path)
         verify_intact(path)
-    return _opened(url, upgrade)
+    return _opened(url, _upgrade_alone)
+
+
+def _upgrade_alone(engine: Engine) -> tuple[str | None, str]:
+    with _migrating_alone(engine):
+        return upgrade(engine)
 
 
 def no_database(path: Path) -> NoDatabase:
@@ -294,6 +300,24 @@ def cannot_open(url: str, exc: SQLAlchemyError) -> TaggerError:
     if postgresql and isinstance(exc, DBAPIError) and type(cause).__name__ == "OperationalError":
         return TaggerError(f"cannot connect to PostgreSQL at {server_of(url)}: {first}")
     return TaggerError(f"cannot open database {url}: {type(cause).__name__}: {first}")
+
+
+@contextmanager
+def _migrating_alone(engine: Engine) -> Iterator[None]:
+    """On PostgreSQL, daemons on several machines may start at once on a new database: an
+    advisory lock lets one of them create the schema while the others wait, then find it.
+    (SQLite's write lock does this for a file.)"""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:space, 0)"), {"space": _SCHEMA_LOCK})
+        try:
+            yield
+        finally:
+            connection.execute(
+                text("SELECT pg_advisory_unlock(:space, 0)"), {"space": _SCHEMA_LOCK}
+            )
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
@@ -375,7 +399,8 @@ class Store:
                     f"no tagger schema in {make_url(url).render_as_string(hide_password=True)};"
                     " run tagger scan, tagger watch or tagger db upgrade first"
                 )
-            check_schema(self.engine)
+            with _migrating_alone(self.engine):
+                check_schema(self.engine)
         except SQLAlchemyError as exc:
             self.engine.dispose()
             raise cannot_open(url, exc) from None
