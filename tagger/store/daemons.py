@@ -7,6 +7,7 @@ status file says everything; these are for the databases that several machines s
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import uuid
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from tagger.errors import TaggerError
@@ -23,6 +25,7 @@ from tagger.records import utcnow
 from tagger.store.database import Store
 from tagger.store.schema import Daemon
 
+log = logging.getLogger(__name__)
 # The first key of tagger's advisory locks (two int4 keys: this, then the folder's hash),
 # so that another application's advisory locks on the same database never meet ours.
 _LOCK_SPACE = 0x7A6767  # "tgg"
@@ -44,6 +47,10 @@ class FolderLocks:
         self._connection: Connection | None = None
 
     def __enter__(self) -> FolderLocks:
+        self._connection = self._take()
+        return self
+
+    def _take(self) -> Connection:
         # Autocommit: the locks belong to the session; no transaction is left open for days.
         connection = self._store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
@@ -59,8 +66,7 @@ class FolderLocks:
         except BaseException:
             connection.close()  # and with it every lock taken so far
             raise
-        self._connection = connection
-        return self
+        return connection
 
     def alive(self) -> bool:
         """Whether the connection that holds the locks still answers."""
@@ -71,6 +77,23 @@ class FolderLocks:
         except Exception:
             return False
         return True
+
+    def keep(self) -> None:
+        """Take the locks again if their connection was lost (a server restart, a network
+        cut): raises TaggerError if another daemon took one of the folders meanwhile; while
+        the server cannot be reached, tries again at the next call."""
+        if self.alive():
+            return
+        if self._connection is not None:
+            with suppress(Exception):
+                self._connection.close()
+            self._connection = None
+        try:
+            self._connection = self._take()
+        except SQLAlchemyError as exc:
+            log.warning("cannot reach the database to keep the folder locks: %s", exc)
+            return
+        log.warning("the database connection holding the folder locks was lost; retaken")
 
     def __exit__(self, *_: object) -> None:
         if self._connection is not None:

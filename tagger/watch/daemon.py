@@ -79,6 +79,7 @@ class Daemon:
         self._record = DaemonRecord([str(root) for root in self._roots])
         self._pipeline: Pipeline | None = None
         self._beating: Future[None] | None = None
+        self._locks: FolderLocks | None = None
         self._started = time.time()
         self.state = "starting"
         self.intake = Intake()
@@ -340,7 +341,8 @@ class Daemon:
         """The database's one daemon (SQLite: a lock beside the file), or, on a database
         several machines share, the one daemon of each of its folders (advisory locks)."""
         if shared(self._store):
-            return FolderLocks(self._store, self._record.roots)
+            self._locks = FolderLocks(self._store, self._record.roots)
+            return self._locks
         return DaemonLock(self._files)
 
     def _beat(self) -> None:
@@ -404,7 +406,8 @@ class Daemon:
         }
 
     def _write_status(self) -> None:
-        if shared(self._store) and self.state != "stopping":
+        if self._locks is not None and self.state != "stopping":
+            self._locks.keep()  # another daemon took a folder meanwhile: this one stops
             self._beat()
         try:
             self._files.write(self.status())

@@ -163,3 +163,20 @@ def test_status_lists_every_daemon_of_a_shared_database(
     assert stale.code == 1 and "NOT RESPONDING" in stale.out
     assert "last heartbeat: 300s ago" in stale.out
     store.close()
+
+
+def test_folder_locks_lost_with_their_connection_are_taken_again(pg_url: str) -> None:
+    """A server restart or a network cut ends the connection, and the locks with it."""
+    store = Store(pg_url)
+    cut = "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+    with FolderLocks(store, ["/photos/a"]) as locks:
+        sql(pg_url, cut)
+        assert not locks.alive()
+        locks.keep()
+        assert locks.alive()
+        with pytest.raises(TaggerError, match="already watching /photos/a"):
+            FolderLocks(store, ["/photos/a"]).__enter__()
+        sql(pg_url, cut)
+        with FolderLocks(store, ["/photos/a"]), pytest.raises(TaggerError, match="/photos/a"):
+            locks.keep()  # another daemon took the folder meanwhile: this one must stop
+    store.close()
