@@ -83,6 +83,10 @@ def test_path_added_format_score_sort_and_limit(
     assert paths(tagger("query", f"path:{library}/holidays", "--format", "paths")) == [
         "orientation_Portrait_1.jpg"
     ]
+    # Case-insensitive on both databases; the order of paths is byte-wise on both.
+    assert paths(tagger("query", "path:HOLIDAYS/2024/*", "--format", "paths")) == [
+        "orientation_Portrait_1.jpg"
+    ]
     everything = tagger("query", "--sort", "path", "--format", "paths").out.splitlines()
     assert len(everything) == 9 and everything == sorted(everything)
     assert paths(tagger("query", "^path:holidays", "--format", "paths")) == [
