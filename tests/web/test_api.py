@@ -233,7 +233,12 @@ def test_cross_site_posts_are_refused(served: Served) -> None:
     assert post({"Origin": f"http://{host}"}) == 200
 
 
-def test_status_health_and_metrics(served: Served) -> None:
+def test_status_health_and_metrics(served: Served, database: str) -> None:
+    if database == "postgresql":  # every daemon on a shared database, by its heartbeat
+        wait_for(lambda: served.client.get("/api/status").json()["daemons"], 30, "a heartbeat")
+        (listed,) = served.client.get("/api/status").json()["daemons"]
+        assert str(served.inbox) in listed["roots"] and listed["heartbeat_age"] < 60
+        assert "Daemons writing to this database" in served.client.get("/status").text
     status = served.client.get("/api/status").json()
     assert status["daemon"]["state"] == "watching" and status["healthy"] is True
     assert status["model"]["name"] == "efficientnet_lite0"
