@@ -174,8 +174,12 @@ def make_engine(url: str) -> Engine:
     """An engine; for SQLite: WAL, foreign keys, and waiting (not failing) on a busy database."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":  # psycopg 3 (SQLAlchemy 2.0 would pick psycopg2)
+            parsed = parsed.set(drivername="postgresql+psycopg")
         # UTC, as SQLite stores it; a pre-ping finds a server restarted under a daemon.
-        return create_engine(url, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"})
+        return create_engine(
+            parsed, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"}
+        )
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url)
     if parsed.database and parsed.database != ":memory:":

@@ -180,3 +180,10 @@ def test_folder_locks_lost_with_their_connection_are_taken_again(pg_url: str) ->
         with FolderLocks(store, ["/photos/a"]), pytest.raises(TaggerError, match="/photos/a"):
             locks.keep()  # another daemon took the folder meanwhile: this one must stop
     store.close()
+
+
+def test_a_plain_postgresql_url_means_psycopg_3(pg_url: str) -> None:
+    plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    store = Store(plain)
+    assert store.engine.dialect.driver == "psycopg"
+    store.close()
