@@ -176,9 +176,17 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":  # psycopg 3 (SQLAlchemy 2.0 would pick psycopg2)
             parsed = parsed.set(drivername="postgresql+psycopg")
-        # UTC, as SQLite stores it; a pre-ping finds a server restarted under a daemon.
+        # UTC, as SQLite stores it; a pre-ping finds a server restarted under a daemon, and
+        # the timeouts a network cut (a daemon's main loop must not hang on a dead socket).
         return create_engine(
-            parsed, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"}
+            parsed,
+            pool_pre_ping=True,
+            connect_args={
+                "options": "-c timezone=UTC",
+                "connect_timeout": 10,
+                "tcp_user_timeout": 30_000,
+                "keepalives_idle": 30,
+            },
         )
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url)
