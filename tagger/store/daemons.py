@@ -31,6 +31,16 @@ log = logging.getLogger(__name__)
 _LOCK_SPACE = 0x7A6767  # "tgg"
 
 
+_FRESH_S = 60  # a heartbeat younger than this: that daemon is alive
+
+
+def _nested(one: str, other: str) -> bool:
+    """One folder inside the other (not the same: that one's lock says so)."""
+    return one != other and (
+        one.startswith(other.rstrip("/") + "/") or other.startswith(one.rstrip("/") + "/")
+    )
+
+
 def shared(store: Store) -> bool:
     """Whether several daemons may write to this database (one per folder)."""
     return store.engine.dialect.name == "postgresql"
@@ -48,7 +58,30 @@ class FolderLocks:
 
     def __enter__(self) -> FolderLocks:
         self._connection = self._take()
+        try:
+            self._refuse_overlaps(self._connection)
+        except BaseException:
+            self._connection.close()
+            self._connection = None
+            raise
         return self
+
+    def _refuse_overlaps(self, connection: Connection) -> None:
+        """A folder inside another daemon's (or around it) would be walked, swept and
+        tagged by both: refused while that daemon's heartbeat is fresh."""
+        rows = connection.execute(
+            select(Daemon.host, Daemon.roots).where(
+                Daemon.heartbeat > func.now() - timedelta(seconds=_FRESH_S)
+            )
+        ).all()
+        for host, listed in rows:
+            for theirs in json.loads(listed):
+                for mine in self._roots:
+                    if _nested(mine, theirs):
+                        raise TaggerError(
+                            f"{mine} overlaps {theirs}, which tagger watch on {host} watches"
+                            " in this database: give each daemon folders of its own"
+                        )
 
     def _take(self) -> Connection:
         # Autocommit: the locks belong to the session; no transaction is left open for days.

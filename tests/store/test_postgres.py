@@ -190,3 +190,18 @@ def test_a_plain_postgresql_url_means_psycopg_3(pg_url: str) -> None:
     store = Store(plain)
     assert store.engine.dialect.driver == "psycopg"
     store.close()
+
+
+def test_a_folder_inside_a_live_daemons_folder_is_refused(pg_url: str) -> None:
+    store = Store(pg_url)
+    other = DaemonRecord(["/srv/photos"], host="nas1")
+    write_once(store, lambda session: beat(session, other, {"pid": 1, "state": "watching"}))
+    for nested in ("/srv/photos/2024", "/srv"):
+        with pytest.raises(TaggerError, match=f"{nested} overlaps /srv/photos, which tagger"):
+            FolderLocks(store, [nested]).__enter__()
+    with FolderLocks(store, ["/srv/photos-2"]):  # a neighbour, not inside
+        pass
+    sql(pg_url, "UPDATE daemons SET heartbeat = now() - interval '5 minutes'")
+    with FolderLocks(store, ["/srv/photos/2024"]):  # that daemon is gone
+        pass
+    store.close()
