@@ -96,6 +96,8 @@ def status_report(settings: Settings, open_store: Callable[[], Store]) -> Status
     from tagger.store.reports import totals
     from tagger.watch.status import StatusFiles
 
+    if make_url(settings.db_url).get_backend_name() == "postgresql":
+        return _shared_status(settings, open_store)
     files = StatusFiles.of(settings)
     running, info = files.running(), files.read()
     stale = running and (info is None or time.time() - info.get("updated", 0) > STALE_AFTER_S)
@@ -108,6 +110,37 @@ def status_report(settings: Settings, open_store: Callable[[], Store]) -> Status
         "daemon": info if running else None,
         "database": url.render_as_string(hide_password=True),
         **(totals(open_store()) if exists else {}),
+    }
+    return StatusReport(report, running, stale)
+
+
+def _shared_status(settings: Settings, open_store: Callable[[], Store]) -> StatusReport:
+    """On a database several machines share: every daemon that writes to it, by its row in
+    the `daemons` table (host, folders, last heartbeat by the server's clock)."""
+    from tagger.store.daemons import daemons
+    from tagger.store.database import NoDatabase
+    from tagger.store.reports import totals
+
+    report: dict[str, Any] = {
+        "database": make_url(settings.db_url).render_as_string(hide_password=True)
+    }
+    try:
+        store = open_store()
+    except NoDatabase:  # an empty database: asking does not create the schema
+        listed: list[dict[str, Any]] = []
+    else:
+        listed = daemons(store)
+        report |= totals(store)
+    for daemon in listed:
+        age = daemon["heartbeat_age"]
+        daemon["responsive"] = age is not None and age <= STALE_AFTER_S
+    running = bool(listed)
+    stale = any(not daemon["responsive"] for daemon in listed)
+    report |= {
+        "running": running,
+        "responsive": running and not stale,
+        "daemon": None,
+        "daemons": listed,
     }
     return StatusReport(report, running, stale)
 

@@ -6,6 +6,9 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout
 PHOTOS = ROOT / "tests" / "photos"  # real photos, with their licences
@@ -18,6 +21,18 @@ class Result:
     code: int
     out: str
     err: str
+
+
+def sql(url: str, statement: str, **params: Any) -> list[tuple[Any, ...]]:
+    """The rows of one SQL statement (committed) on the database at `url`: for tests that
+    look at the tables directly, on SQLite or PostgreSQL alike."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(text(statement), params)
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
 
 
 def distinct_copies(folder: Path, count: int) -> None:

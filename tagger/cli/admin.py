@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -23,7 +24,7 @@ from tagger.cli.output import render
 from tagger.config import explain
 from tagger.errors import RuntimeUnavailable, TaggerError
 from tagger.pipeline.files import printable
-from tagger.store.database import database_revisions, upgrade_database
+from tagger.store.database import database_revisions, describe_server, upgrade_database
 
 
 @click.command(
@@ -37,6 +38,9 @@ from tagger.store.database import database_revisions, upgrade_database
 @pass_app
 def status(app: App, fmt: str) -> None:
     """Show whether `tagger watch` runs on this database, and what it is doing.
+
+    On PostgreSQL, every daemon writing to the database is listed (host, folders, last
+    heartbeat); the exit status is 1 when one of them has stopped answering.
 
     Exit status: 0 when a daemon is running and responsive, 1 when it is running but has
     not updated its status for a minute, 3 when none is running (as systemctl uses), 4
@@ -71,7 +75,9 @@ def _status_text(report: dict[str, Any]) -> str:
 
     daemon = report["daemon"]
     lines = []
-    if daemon is None:
+    if "daemons" in report:  # a shared database: every daemon writing to it
+        lines += _daemons_text(report["daemons"], when)
+    elif daemon is None:
         lines.append("tagger watch is not running on this database.")
     else:
         health = "" if report["responsive"] else " but NOT RESPONDING"
@@ -97,6 +103,25 @@ def _status_text(report: dict[str, Any]) -> str:
         f"{report['files']} files ({report['files_missing']} missing)",
     ]
     return "\n".join(lines)
+
+
+def _daemons_text(daemons: list[dict[str, Any]], when: Callable[[float | None], str]) -> list[str]:
+    if not daemons:
+        return ["no tagger watch is running on this database."]
+    lines = [f"{len(daemons)} tagger watch running on this database:"]
+    for daemon in daemons:
+        counts = daemon.get("counts", {})
+        age = daemon["heartbeat_age"]
+        health = "" if daemon["responsive"] else " NOT RESPONDING"
+        lines += [
+            f"  {daemon['host']} (pid {daemon['pid']}), {daemon['state']}{health}",
+            f"    since:          {when(daemon.get('started'))}",
+            *(f"    watching:       {printable(root)}" for root in daemon["roots"]),
+            f"    last heartbeat: {'unknown' if age is None else f'{age:.0f}s ago'}",
+            f"    this run:       {counts.get('new', 0)} tagged, "
+            f"{counts.get('duplicate', 0)} duplicates, {counts.get('failed', 0)} failed",
+        ]
+    return lines
 
 
 @click.command(epilog=example("tagger prune --dry-run", "tagger prune"))
@@ -228,6 +253,7 @@ def db_upgrade(app: App) -> None:
 def db_status(app: App) -> None:
     """Show the database location and whether its schema is current."""
     url = app.settings().db_url
+    server = describe_server(url)
     current, head = database_revisions(url)
     state = (
         "current"
@@ -236,7 +262,11 @@ def db_status(app: App) -> None:
         if current is None
         else "needs `tagger db upgrade`"
     )
-    click.echo(f"{masked(url)}\nschema {current or '-'} (this tagger: {head}): {state}")
+    click.echo(
+        f"{masked(url)}\n"
+        + (f"server: {server}\n" if server else "")
+        + f"schema {current or '-'} (this tagger: {head}): {state}"
+    )
 
 
 @click.group(epilog=example("tagger config show"))

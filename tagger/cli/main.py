@@ -54,7 +54,8 @@ def cli(
 ) -> None:
     """Tag photos offline with an ImageNet classifier, and find them again by label.
 
-    Tags live in a SQLite database (default: tagger.db in your data directory). Nothing
+    Tags live in a SQLite database (default: tagger.db in your data directory), or in a
+    PostgreSQL one that several machines share (--db postgresql+psycopg://...). Nothing
     leaves this machine: the default model's weights are installed with tagger.
     """
     level = "DEBUG" if debug else "INFO" if verbose else None

@@ -80,6 +80,8 @@ class Pipeline:
         self._markers = settings.data_dir / "decoding"
         # One budget for every decode worker and every run of this pipeline.
         self._memory = DecodeMemory(settings.scan.decode_memory, self._markers)
+        # The writer while `run` runs: the daemon sends its heartbeat through it.
+        self.writer: StoreWriter | None = None
 
     def run(
         self, items: Iterable[Item], stop: threading.Event | None = None, threaded: bool = True
@@ -88,11 +90,15 @@ class Pipeline:
         stop = stop or threading.Event()
         self._summary, self._recent = Summary(), RecentContent()
         with StoreWriter(self._store, stop=stop, on_commit=self._on_commit) as writer:
-            self._record_crashed_decodes(writer)
-            if threaded:
-                self._run_threaded(items, writer, stop)
-            else:
-                self._run_sequential(items, writer, stop)
+            self.writer = writer
+            try:
+                self._record_crashed_decodes(writer)
+                if threaded:
+                    self._run_threaded(items, writer, stop)
+                else:
+                    self._run_sequential(items, writer, stop)
+            finally:
+                self.writer = None
         return self._summary
 
     def _run_threaded(

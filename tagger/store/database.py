@@ -25,6 +25,7 @@ from sqlalchemy import (
     event,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -40,6 +41,7 @@ _BUSY_TIMEOUT_S = 30
 _DB_MODE = 0o640
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26  # SQLite's result codes for a damaged file
+_SCHEMA_LOCK = 0x7A6768  # PostgreSQL advisory lock of schema changes (folders: daemons.py)
 
 
 class NoDatabase(TaggerError):
@@ -171,6 +173,21 @@ def alembic_config(engine: Engine) -> Config:
 def make_engine(url: str) -> Engine:
     """An engine; for SQLite: WAL, foreign keys, and waiting (not failing) on a busy database."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":  # psycopg 3 (SQLAlchemy 2.0 would pick psycopg2)
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        # UTC, as SQLite stores it; a pre-ping finds a server restarted under a daemon, and
+        # the timeouts a network cut (a daemon's main loop must not hang on a dead socket).
+        return create_engine(
+            parsed,
+            pool_pre_ping=True,
+            connect_args={
+                "options": "-c timezone=UTC",
+                "connect_timeout": 10,
+                "tcp_user_timeout": 30_000,
+                "keepalives_idle": 30,
+            },
+        )
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url)
     if parsed.database and parsed.database != ":memory:":
@@ -221,6 +238,20 @@ def database_revisions(url: str) -> tuple[str | None, str]:
     return current, head_revision()
 
 
+def describe_server(url: str) -> str | None:
+    """For `tagger db status`: the server's version and where it is; None for SQLite."""
+    if make_url(url).get_backend_name() != "postgresql":
+        return None
+
+    def ask(engine: Engine) -> str:
+        with engine.connect() as connection:
+            version = connection.scalar(text("SHOW server_version"))
+            name = connection.scalar(text("SELECT current_database()"))
+        return f"PostgreSQL {str(version).split()[0]} at {server_of(url)}, database {name}"
+
+    return _opened(url, ask)
+
+
 def upgrade_database(url: str) -> tuple[str | None, str]:
     """`upgrade` for `tagger db upgrade`: a new database is created; a foreign or damaged
     SQLite file is refused before anything is written to it."""
@@ -228,7 +259,12 @@ def upgrade_database(url: str) -> tuple[str | None, str]:
     if path is not None and path.exists():
         peek(path)
         verify_intact(path)
-    return _opened(url, upgrade)
+    return _opened(url, _upgrade_alone)
+
+
+def _upgrade_alone(engine: Engine) -> tuple[str | None, str]:
+    with _migrating_alone(engine):
+        return upgrade(engine)
 
 
 def no_database(path: Path) -> NoDatabase:
@@ -250,9 +286,20 @@ def _opened(url: str, use: Callable[[Engine], T]) -> T:
 
 
 def missing_driver(url: str, exc: ImportError) -> TaggerError:
+    if make_url(url).get_backend_name() == "postgresql":
+        return TaggerError("PostgreSQL needs its driver, psycopg 3: pip install 'tagger[postgres]'")
     return TaggerError(
         f"cannot open database {url}: its driver is not installed (pip install {exc.name})"
     )
+
+
+def server_of(url: str) -> str:
+    """Where a PostgreSQL URL points: host:port, or the socket folder (`?host=/run/...`)."""
+    parsed = make_url(url)
+    host = parsed.host or parsed.query.get("host") or "the local socket"
+    if isinstance(host, tuple):  # several hosts: libpq tries each
+        host = ",".join(host)
+    return f"{host}:{parsed.port}" if parsed.port else str(host)
 
 
 def cannot_open(url: str, exc: SQLAlchemyError) -> TaggerError:
@@ -261,7 +308,28 @@ def cannot_open(url: str, exc: SQLAlchemyError) -> TaggerError:
         return damaged(sqlite_file(url) or url, detail)
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
     first = (str(cause).strip().splitlines() or [""])[0]
+    postgresql = make_url(url).get_backend_name() == "postgresql"
+    if postgresql and isinstance(exc, DBAPIError) and type(cause).__name__ == "OperationalError":
+        return TaggerError(f"cannot connect to PostgreSQL at {server_of(url)}: {first}")
     return TaggerError(f"cannot open database {url}: {type(cause).__name__}: {first}")
+
+
+@contextmanager
+def _migrating_alone(engine: Engine) -> Iterator[None]:
+    """On PostgreSQL, daemons on several machines may start at once on a new database: an
+    advisory lock lets one of them create the schema while the others wait, then find it.
+    (SQLite's write lock does this for a file.)"""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:space, 0)"), {"space": _SCHEMA_LOCK})
+        try:
+            yield
+        finally:
+            connection.execute(
+                text("SELECT pg_advisory_unlock(:space, 0)"), {"space": _SCHEMA_LOCK}
+            )
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
@@ -337,7 +405,14 @@ class Store:
         except ImportError as exc:
             raise missing_driver(url, exc) from None
         try:
-            check_schema(self.engine)
+            if path is None and not create and schema_revisions(self.engine)[0] is None:
+                self.engine.dispose()
+                raise NoDatabase(
+                    f"no tagger schema in {make_url(url).render_as_string(hide_password=True)};"
+                    " run tagger scan, tagger watch or tagger db upgrade first"
+                )
+            with _migrating_alone(self.engine):
+                check_schema(self.engine)
         except SQLAlchemyError as exc:
             self.engine.dispose()
             raise cannot_open(url, exc) from None

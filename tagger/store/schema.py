@@ -30,6 +30,11 @@ NAMING = {
 }
 
 
+# Paths compare byte by byte, as SQLite does: the range scans of `rows.under` and the path
+# order must not follow a locale's collation, which ignores "/" or sorts "0" before "a".
+PATH = String(4096).with_variant(String(4096, collation="C"), "postgresql")
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -67,7 +72,7 @@ class File(Base):
     __tablename__ = "files"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(String(4096), unique=True)
+    path: Mapped[str] = mapped_column(PATH, unique=True)
     image_id: Mapped[int | None] = mapped_column(
         ForeignKey("images.id", ondelete="SET NULL"), index=True
     )
@@ -105,6 +110,23 @@ class Tag(Base):
     derived: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     image: Mapped[Image] = relationship(back_populates="tags")
+
+
+class Daemon(Base):
+    """A running `tagger watch`, so that `tagger status` lists every machine writing to a
+    shared database: its row is kept fresh through the writer, and deleted at a clean stop
+    (one left by a crash grows stale)."""
+
+    __tablename__ = "daemons"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # a UUID, per run
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    roots: Mapped[str] = mapped_column(Text)  # JSON list of the watched folders
+    started: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)  # JSON: the status file's counts, queue, ...
 
 
 # Answers leave out deleted paths until `tagger prune`.

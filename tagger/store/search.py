@@ -103,7 +103,8 @@ def matching_files(
             inside = _between(best.c.score, term.low, term.high)
             statement = statement.where(not_(inside) if term.negate else inside)
         elif isinstance(term, PathTerm):
-            anywhere = or_(*(File.path.like(p, escape="\\") for p in term.like))
+            # Case-insensitive on both databases (ILIKE on PostgreSQL, as SQLite's LIKE is).
+            anywhere = or_(*(File.path.ilike(p, escape="\\") for p in term.like))
             statement = statement.where(not_(anywhere) if term.negate else anywhere)
         elif isinstance(term, AddedTerm):
             window = _between_dates(term)

@@ -256,7 +256,7 @@ class StoreWriter:
                 if waiting and not self._stop.is_set():
                     continue  # each try waited one step: as SQLite's busy timeout would
                 attempt += 1
-                lost_race = isinstance(exc, IntegrityError) and attempt < 3
+                lost_race = _lost_race(exc) and attempt < 3
                 giving_up = self._closing.is_set() or self._stop.is_set()
                 if not lost_race and (giving_up or isinstance(exc, IntegrityError)):
                     raise
@@ -369,8 +369,18 @@ class StoreWriter:
 
 
 def _locked(exc: BaseException) -> bool:
-    """Another process holds SQLite's write lock (PostgreSQL waits for row locks itself)."""
+    """Another process holds SQLite's write lock (PostgreSQL waits for row locks itself:
+    its conflicts are `_lost_race`)."""
     return isinstance(exc, OperationalError) and "locked" in str(getattr(exc, "orig", exc))
+
+
+def _lost_race(exc: BaseException) -> bool:
+    """Another process wrote the same rows first: a unique key taken (both databases), or,
+    on PostgreSQL, a deadlock or serialization failure (SQLSTATE class 40). Tried again
+    at once: the next try reads what the other wrote."""
+    if isinstance(exc, IntegrityError):
+        return True
+    return str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "").startswith("40")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,6 +18,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +31,9 @@ from tagger.pipeline.files import PhotoFilter, printable, storable, walk, walk_a
 from tagger.pipeline.runner import Pipeline
 from tagger.pipeline.threads import Worker
 from tagger.records import Gone, Moved, Outcome, Summary
+from tagger.store.daemons import DaemonRecord, FolderLocks, beat, claim, leave, shared
 from tagger.store.database import Store
-from tagger.store.writer import Op
+from tagger.store.writer import Op, write_once
 from tagger.watch.intake import Intake
 from tagger.watch.observe import Handler, Identity, Observers, identity, read_mountinfo
 from tagger.watch.settle import Settler
@@ -71,7 +74,12 @@ class Daemon:
         self._roots = [Path(os.path.realpath(root)) for root in roots]  # one spelling a file
         self._notifier = notifier or Notifier({})
         self._filter = PhotoFilter(settings.scan)
-        self._files = StatusFiles.of(settings)
+        self._files = StatusFiles.of(settings, self._roots)
+        # On a shared database: a row in its `daemons` table, refreshed through the writer.
+        self._record = DaemonRecord([str(root) for root in self._roots])
+        self._pipeline: Pipeline | None = None
+        self._beating: Future[None] | None = None
+        self._locks: FolderLocks | None = None
         self._started = time.time()
         self.state = "starting"
         self.intake = Intake()
@@ -96,8 +104,8 @@ class Daemon:
         for root in self._roots:
             if not root.is_dir():
                 raise TaggerError(f"cannot watch {root}: not a folder")
-        with DaemonLock(self._files):
-            pipeline = Pipeline(
+        with self._only_one():
+            pipeline = self._pipeline = Pipeline(
                 self._settings,
                 self._store,
                 self._classifier,
@@ -134,6 +142,7 @@ class Daemon:
                 if rescan is not None:
                     rescan.join()
                 self._write_status()
+                self._leave()
             runner.check()
             if rescan is not None:
                 rescan.check()
@@ -328,6 +337,44 @@ class Daemon:
     def roots(self) -> list[Path]:
         return list(self._roots)
 
+    def _only_one(self) -> AbstractContextManager[object]:
+        """The database's one daemon (SQLite: a lock beside the file), or, on a database
+        several machines share, the one daemon of each of its folders (advisory locks)."""
+        if shared(self._store):
+            self._locks = FolderLocks(self._store, self._record.roots)
+            return self._locks
+        return DaemonLock(self._files)
+
+    def _beat(self) -> None:
+        """Refresh this daemon's row in the shared database, through the pipeline's writer;
+        one at a time (a stalled database must not pile them up)."""
+        writer = None if self._pipeline is None else self._pipeline.writer
+        if writer is None or (self._beating is not None and not self._beating.done()):
+            return
+        first = self._beating is None
+        status, record = self.status(), self._record
+
+        def refresh(session: Any) -> None:
+            if first:
+                claim(session, record)
+            beat(session, record, status)
+
+        try:
+            self._beating = writer.submit(refresh)
+        except TaggerError:  # the writer stopped: the run is ending, and says why
+            return
+        self._beating.add_done_callback(_log_failed_beat)
+
+    def _leave(self) -> None:
+        """At a clean stop the row goes (one a crash leaves grows stale in `tagger status`,
+        until a daemon takes over its folders)."""
+        if not shared(self._store) or self._beating is None:
+            return
+        try:
+            write_once(self._store, lambda session: leave(session, self._record.id))
+        except Exception as exc:
+            log.warning("cannot remove this daemon from the database's list: %s", exc)
+
     def healthy(self, within: float = 60.0) -> bool:
         """Running, and either idle or making progress within `within` seconds."""
         return self.state in ("reconciling", "watching") and self._healthy(within)
@@ -359,6 +406,9 @@ class Daemon:
         }
 
     def _write_status(self) -> None:
+        if self._locks is not None and self.state != "stopping":
+            self._locks.keep()  # another daemon took a folder meanwhile: this one stops
+            self._beat()
         try:
             self._files.write(self.status())
         except OSError as exc:
@@ -371,6 +421,12 @@ class Daemon:
             f"{c[Outcome.FAILED]} failed, {self.intake.depth + len(self.settler)} queued"
             + "".join(f"; waiting for {root}" for root in sorted(self._waiting))
         )
+
+
+def _log_failed_beat(future: Future[None]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.warning("cannot update this daemon's row in the database: %s", exc)
 
 
 def _text(path: str | bytes) -> str:

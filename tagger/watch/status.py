@@ -1,7 +1,10 @@
 """Where a running `tagger watch` says what it is doing, and the lock that makes it the only one.
 
 Both files sit beside the SQLite database (`tagger.db.watch.json`, `tagger.db.watch.lock`),
-so `tagger status` finds the daemon of whichever database it is pointed at.
+so `tagger status` finds the daemon of whichever database it is pointed at. A database that
+several machines share (PostgreSQL) has no file to sit beside: there each daemon locks its
+folders in the database and lists itself in its `daemons` table (store/daemons.py), and its
+status file, in the data directory, is named after the database and its folders.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,13 +34,14 @@ class StatusFiles:
     lock: Path
 
     @classmethod
-    def of(cls, settings: Settings) -> StatusFiles:
+    def of(cls, settings: Settings, roots: Sequence[Path] = ()) -> StatusFiles:
         url = make_url(settings.db_url)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             # The real file: a second daemon naming it through a symlink must meet the lock.
             base = Path(os.path.realpath(str(url.database)))
-        else:
-            digest = hashlib.sha256(settings.db_url.encode()).hexdigest()[:12]
+        else:  # one daemon per folder: two on this machine must not share a status file
+            named = "\0".join([settings.db_url, *sorted(str(root) for root in roots)])
+            digest = hashlib.sha256(named.encode()).hexdigest()[:12]
             base = settings.data_dir / f"db-{digest}"
         return cls(
             base.with_name(base.name + ".watch.json"), base.with_name(base.name + ".watch.lock")

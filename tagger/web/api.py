@@ -17,7 +17,7 @@ from tagger.labels.names import Language, chinese
 from tagger.pipeline.decode import decode, decode_bytes
 from tagger.pipeline.hashing import stat_file
 from tagger.records import Decoded, Hashed, Tag
-from tagger.store import reports, search
+from tagger.store import daemons, reports, search
 from tagger.web import uploads
 from tagger.web.context import (
     HTTPError,
@@ -281,6 +281,8 @@ def status_report(ctx: WebContext) -> dict[str, Any]:
         "database": reports.totals(ctx.store),
         "recent_failures": reports.failures(ctx.store)[-20:],
         "exposed_without_password": ctx.exposed,
+        # On a shared (PostgreSQL) database: every daemon writing to it, this one included.
+        "daemons": daemons.daemons(ctx.store) if daemons.shared(ctx.store) else [],
     }
 
 

@@ -1,16 +1,18 @@
-"""End to end: the real CLI, the bundled weights, real photos, a real SQLite file."""
+"""End to end: the real CLI, the bundled weights, real photos, a real SQLite file or
+PostgreSQL database."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Result
+from tests.helpers import Result, sql
+
+pytestmark = pytest.mark.both_databases
 
 
 @pytest.fixture
@@ -37,7 +39,7 @@ def json_out(result: Result) -> object:
 
 
 def test_scan_tags_finds_dedups_and_records_errors(
-    tagger: Callable[..., Result], library: Path, tmp_path: Path
+    tagger: Callable[..., Result], library: Path, db_url: str
 ) -> None:
     first = tagger("scan", str(library))
     assert first.code == 0, first.err
@@ -69,37 +71,34 @@ def test_scan_tags_finds_dedups_and_records_errors(
     assert "skipped" in first.err and str(library / "empty.jpg") in first.err
 
     # The one copy of the content was classified once: one image row, two paths.
-    with sqlite3.connect(tmp_path / "tagger.db") as db:
-        sha_rows = db.execute(
-            "SELECT count(*) FROM images JOIN files ON files.image_id = images.id"
-            " WHERE files.path LIKE '%cat_720p.jpg' OR files.path LIKE '%cat copy.jpg'"
-        ).fetchone()[0]
-        distinct = db.execute(
-            "SELECT count(DISTINCT image_id) FROM files"
-            " WHERE path LIKE '%cat_720p.jpg' OR path LIKE '%cat copy.jpg'"
-        ).fetchone()[0]
-        tags = db.execute("SELECT count(*) FROM tags WHERE NOT derived").fetchone()[0]
-        models = db.execute(
-            "SELECT DISTINCT model, substr(weights_sha256, 1, 12) FROM images"
-            " WHERE status = 'tagged'"
-        ).fetchall()
+    [(sha_rows,)] = sql(
+        db_url,
+        "SELECT count(*) FROM images JOIN files ON files.image_id = images.id"
+        " WHERE files.path LIKE '%cat_720p.jpg' OR files.path LIKE '%cat copy.jpg'",
+    )
+    [(distinct,)] = sql(
+        db_url,
+        "SELECT count(DISTINCT image_id) FROM files"
+        " WHERE path LIKE '%cat_720p.jpg' OR path LIKE '%cat copy.jpg'",
+    )
+    [(tags,)] = sql(db_url, "SELECT count(*) FROM tags WHERE NOT derived")
+    models = sql(
+        db_url,
+        "SELECT DISTINCT model, substr(weights_sha256, 1, 12) FROM images WHERE status = 'tagged'",
+    )
     assert (sha_rows, distinct) == (2, 1)
     assert tags == 9 * 5  # top 5 per distinct image, besides the derived labels
     assert models == [("efficientnet_lite0", "579344248a93")]
 
 
 def test_second_scan_does_no_inference(
-    tagger: Callable[..., Result], library: Path, tmp_path: Path
+    tagger: Callable[..., Result], library: Path, db_url: str
 ) -> None:
     tagger("scan", str(library))
-    with sqlite3.connect(tmp_path / "tagger.db") as db:
-        before = db.execute("SELECT sha256, tagged_at FROM images ORDER BY sha256").fetchall()
+    before = sql(db_url, "SELECT sha256, tagged_at FROM images ORDER BY sha256")
     second = tagger("scan", str(library))
     assert "0 new, 0 duplicate content, 13 unchanged, 0 failed" in second.out
-    with sqlite3.connect(tmp_path / "tagger.db") as db:
-        assert (
-            db.execute("SELECT sha256, tagged_at FROM images ORDER BY sha256").fetchall() == before
-        )
+    assert sql(db_url, "SELECT sha256, tagged_at FROM images ORDER BY sha256") == before
 
 
 def test_changed_and_added_files_are_picked_up(
@@ -150,7 +149,7 @@ def test_resnet18_from_a_weights_file(
 
 
 def test_deleted_files_are_marked_missing_then_pruned(
-    tagger: Callable[..., Result], photo_dir: Path
+    tagger: Callable[..., Result], photo_dir: Path, db_url: str
 ) -> None:
     shutil.copy(photo_dir / "coral_cat_720p.jpg", photo_dir / "cat copy.jpg")
     assert tagger("scan", str(photo_dir)).code == 0
@@ -167,11 +166,8 @@ def test_deleted_files_are_marked_missing_then_pruned(
     assert "Would remove 2 missing files and 1 images" in tagger("prune", "--dry-run").out
     assert "Removed 2 missing files and 1 images" in tagger("prune").out
     assert tagger("show", str(photo_dir / "coral_hot_dog.jpg")).code == 1
-    with sqlite3.connect(photo_dir.parent / "tagger.db") as db:
-        assert db.execute("select count(*) from tags where label = 'hotdog'").fetchone() == (0,)
-        assert db.execute(
-            "select count(*) from files where missing_since is not null"
-        ).fetchone() == (0,)
+    assert sql(db_url, "select count(*) from tags where label = 'hotdog'") == [(0,)]
+    assert sql(db_url, "select count(*) from files where missing_since is not null") == [(0,)]
 
 
 def test_an_empty_or_unmounted_folder_marks_nothing_missing(

@@ -1,18 +1,20 @@
-"""Derived labels, queries and exports through the real CLI, model, photos and SQLite."""
+"""Derived labels, queries and exports through the real CLI, model and photos, on SQLite
+and on PostgreSQL."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Result
+from tests.helpers import Result, sql
+
+pytestmark = pytest.mark.both_databases
 
 
 @pytest.fixture
@@ -79,6 +81,10 @@ def test_path_added_format_score_sort_and_limit(
         "orientation_Portrait_1.jpg"
     ]
     assert paths(tagger("query", f"path:{library}/holidays", "--format", "paths")) == [
+        "orientation_Portrait_1.jpg"
+    ]
+    # Case-insensitive on both databases; the order of paths is byte-wise on both.
+    assert paths(tagger("query", "path:HOLIDAYS/2024/*", "--format", "paths")) == [
         "orientation_Portrait_1.jpg"
     ]
     everything = tagger("query", "--sort", "path", "--format", "paths").out.splitlines()
@@ -199,60 +205,59 @@ def test_label_settings_apply_at_tag_time_and_retag_applies_them(
 
 
 def test_upgrade_keeps_old_tags_and_gives_them_wnids(
-    tagger: Callable[..., Result], tmp_path: Path
+    tagger: Callable[..., Result], db_url: str
 ) -> None:
     """A database from before the hierarchy: `db upgrade` works, old tags stay findable."""
     from alembic import command
 
     from tagger.store.database import alembic_config, make_engine
 
-    db = tmp_path / "tagger.db"
-    engine = make_engine(f"sqlite:///{db}")
+    engine = make_engine(db_url)
     command.upgrade(alembic_config(engine), "c6a4a7939f82")
     engine.dispose()
     now = time.strftime("%Y-%m-%d %H:%M:%S")
-    with sqlite3.connect(db) as old:
-        old.execute(
-            "INSERT INTO images (id, sha256, size, tagged_at, status, format) "
-            "VALUES (1, 'ab', 1, ?, 'tagged', 'JPEG')",
-            (now,),
-        )
-        old.execute(
-            "INSERT INTO files (path, image_id, size, mtime_ns, first_seen, last_seen) "
-            "VALUES ('/p/cat.jpg', 1, 1, 0, ?, ?)",
-            (now, now),
-        )
-        old.execute(
-            "INSERT INTO tags (image_id, label, class_index, score, rank) "
-            "VALUES (1, 'tabby', 281, 0.8, 1), (1, 'tiger cat', 282, 0.1, 2)"
-        )
+    sql(
+        db_url,
+        "INSERT INTO images (id, sha256, size, tagged_at, status, format) "
+        "VALUES (1, 'ab', 1, :now, 'tagged', 'JPEG')",
+        now=now,
+    )
+    sql(
+        db_url,
+        "INSERT INTO files (path, image_id, size, mtime_ns, first_seen, last_seen) "
+        "VALUES ('/p/cat.jpg', 1, 1, 0, :now, :now)",
+        now=now,
+    )
+    sql(
+        db_url,
+        "INSERT INTO tags (image_id, label, class_index, score, rank) "
+        "VALUES (1, 'tabby', 281, 0.8, 1), (1, 'tiger cat', 282, 0.1, 2)",
+    )
     refused = tagger("query", "label:cat")
     assert refused.code == 1 and "tagger db upgrade" in refused.err
     assert tagger("db", "upgrade").out.startswith("schema c6a4a7939f82 -> ")
-    with sqlite3.connect(db) as new:
-        assert new.execute("SELECT wnid, derived FROM tags ORDER BY rank").fetchall() == [
-            ("n02123045", 0),
-            ("n02123159", 0),
-        ]
+    assert sql(db_url, "SELECT wnid, derived FROM tags ORDER BY rank") == [
+        ("n02123045", 0),
+        ("n02123159", 0),
+    ]
     # No derived `cat` row yet (that needs a re-tag), but the breed below it matches.
     found = json.loads(tagger("query", "label:cat", "--format", "json").out)
     assert [(r["path"], r["label"], r["score"]) for r in found] == [("/p/cat.jpg", "tabby", 0.8)]
 
 
 def test_downgrade_drops_derived_tags_and_upgrade_restores_the_schema(
-    tagger: Callable[..., Result], library: Path, tmp_path: Path
+    tagger: Callable[..., Result], library: Path, db_url: str
 ) -> None:
     from alembic import command
+    from sqlalchemy import inspect
 
     from tagger.store.database import alembic_config, make_engine
 
-    db = tmp_path / "tagger.db"
-    engine = make_engine(f"sqlite:///{db}")
+    engine = make_engine(db_url)
     command.downgrade(alembic_config(engine), "c6a4a7939f82")
-    with sqlite3.connect(db) as old:
-        columns = [row[1] for row in old.execute("PRAGMA table_info(tags)")]
-        assert "wnid" not in columns and "derived" not in columns
-        assert old.execute("SELECT count(*) FROM tags").fetchone()[0] == 9 * 5
+    columns = [column["name"] for column in inspect(engine).get_columns("tags")]
+    assert "wnid" not in columns and "derived" not in columns
+    assert sql(db_url, "SELECT count(*) FROM tags") == [(9 * 5,)]
     command.upgrade(alembic_config(engine), "head")
     command.check(alembic_config(engine))
     engine.dispose()

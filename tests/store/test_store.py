@@ -1,4 +1,4 @@
-"""Migrations and the single writer, on real SQLite files."""
+"""Migrations and the single writer, on real SQLite files and a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from alembic import command
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from tagger.errors import SchemaError, TaggerError
@@ -39,25 +39,32 @@ from tagger.store.database import Store, alembic_config, make_engine, schema_rev
 from tagger.store.maintenance import retag
 from tagger.store.reports import failures
 from tagger.store.writer import StoreWriter, write_once
-from tests.helpers import PHOTOS, Result
+from tests.helpers import PHOTOS, Result, sql
+
+pytestmark = pytest.mark.both_databases
 
 
-def test_upgrade_from_empty_to_head(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'new.db'}")
+def test_upgrade_from_empty_to_head(db_url: str) -> None:
+    engine = make_engine(db_url)
     assert schema_revisions(engine)[0] is None
     command.upgrade(alembic_config(engine), "head")
     current, head = schema_revisions(engine)
     assert current == head
-    assert {"images", "files", "tags"} <= set(inspect(engine).get_table_names())
+    assert {"images", "files", "tags", "daemons"} <= set(inspect(engine).get_table_names())
+    command.downgrade(alembic_config(engine), "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    engine.dispose()
 
 
-def test_models_and_migrations_agree(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'check.db'}")
+def test_models_and_migrations_agree(db_url: str) -> None:
+    engine = make_engine(db_url)
     config = alembic_config(engine)
     command.upgrade(config, "head")
     command.check(config)  # raises if the tables in tagger/store/schema.py need a new migration
+    engine.dispose()
 
 
+@pytest.mark.sqlite_only
 def test_first_use_creates_the_schema_with_sqlite_settings(tmp_path: Path) -> None:
     Store(f"sqlite:///{tmp_path / 'sub' / 'auto.db'}").close()
     with sqlite3.connect(tmp_path / "sub" / "auto.db") as db:
@@ -65,6 +72,7 @@ def test_first_use_creates_the_schema_with_sqlite_settings(tmp_path: Path) -> No
         assert db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1
 
 
+@pytest.mark.sqlite_only
 def test_a_schema_from_elsewhere_is_never_used_silently(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'odd.db'}"
     Store(url).close()
@@ -79,6 +87,7 @@ def test_a_schema_from_elsewhere_is_never_used_silently(tmp_path: Path) -> None:
         Store(f"sqlite:///{other}")
 
 
+@pytest.mark.sqlite_only
 def test_db_commands(tagger: Callable[..., Result], tmp_path: Path) -> None:
     missing = tagger("db", "status")  # only looks: creates nothing (tests/cli/test_database_use.py)
     assert missing.code == 1 and "no database at" in missing.err
@@ -88,25 +97,26 @@ def test_db_commands(tagger: Callable[..., Result], tmp_path: Path) -> None:
     assert "is current" in tagger("db", "upgrade").out
 
 
-def test_links_to_content_still_being_tagged_wait_for_it(tmp_path: Path) -> None:
+def test_links_to_content_still_being_tagged_wait_for_it(tmp_path: Path, db_url: str) -> None:
     """A duplicate found while its twin is in the model is stored once the twin is."""
-    store = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    store = Store(db_url)
     twin = FileInfo(str(tmp_path / "b.jpg"), 10, 1)
     first = Hashed(FileInfo(str(tmp_path / "a.jpg"), 10, 1), "ab" * 32)
     decoded = Decoded(first, np.zeros((2, 2, 3), np.uint8), 2, 2, "JPEG")
     with StoreWriter(store) as writer:
         writer.put(Link(twin, first.sha256))
         writer.put(Tagged(decoded, [Tag("tabby", 281, 0.9, 1)], ModelId("m", "0" * 64)))
-    with sqlite3.connect(tmp_path / "w.db") as db:
-        rows = db.execute("SELECT path, image_id FROM files ORDER BY path").fetchall()
+    rows = sql(db_url, "SELECT path, image_id FROM files ORDER BY path")
     assert [r[0] for r in rows] == [first.file.path, twin.path] and rows[0][1] == rows[1][1]
     store.close()
 
 
-def test_one_transaction_of_mixed_operations_reads_what_it_wrote(tmp_path: Path) -> None:
+def test_one_transaction_of_mixed_operations_reads_what_it_wrote(
+    tmp_path: Path, db_url: str
+) -> None:
     """The writer reads a group's rows up front; moves and deletes in the middle of the group
     must still see the rows written before them, and the ones after must see theirs."""
-    store = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    store = Store(db_url)
     model = ModelId("m", "0" * 64)
 
     def file(name: str) -> FileInfo:
@@ -131,15 +141,16 @@ def test_one_transaction_of_mixed_operations_reads_what_it_wrote(tmp_path: Path)
                 Gone(str(tmp_path / "b.jpg")),
             ]
         )
-    with sqlite3.connect(tmp_path / "w.db") as db:
-        files = db.execute(
-            "SELECT f.path, i.sha256, f.missing_since IS NOT NULL FROM files f"
-            " JOIN images i ON i.id = f.image_id ORDER BY f.path"
-        ).fetchall()
-        tags = db.execute(
-            "SELECT i.sha256, t.label FROM tags t JOIN images i ON i.id = t.image_id"
-            " WHERE t.rank = 1 ORDER BY i.sha256"
-        ).fetchall()
+    files = sql(
+        db_url,
+        "SELECT f.path, i.sha256, f.missing_since IS NOT NULL FROM files f"
+        " JOIN images i ON i.id = f.image_id ORDER BY f.path",
+    )
+    tags = sql(
+        db_url,
+        "SELECT i.sha256, t.label FROM tags t JOIN images i ON i.id = t.image_id"
+        " WHERE t.rank = 1 ORDER BY i.sha256",
+    )
     names = [(Path(p).name, sha[:2], missing) for p, sha, missing in files]
     assert names == [
         ("a.jpg", "ff", 0),
@@ -152,10 +163,10 @@ def test_one_transaction_of_mixed_operations_reads_what_it_wrote(tmp_path: Path)
     store.close()
 
 
-def test_a_failed_re_read_keeps_the_tags_an_earlier_model_gave(tmp_path: Path) -> None:
+def test_a_failed_re_read_keeps_the_tags_an_earlier_model_gave(tmp_path: Path, db_url: str) -> None:
     """Re-tagging with a new model decodes again; if that fails (a lower scan.max_pixels,
     another Pillow), the old tags stay: nothing stored is lost."""
-    store = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    store = Store(db_url)
     photo = tmp_path / "a.jpg"
     photo.write_bytes(b"photo")
     hashed = Hashed(FileInfo(str(photo), 5, 1), "ab" * 32)
@@ -164,11 +175,11 @@ def test_a_failed_re_read_keeps_the_tags_an_earlier_model_gave(tmp_path: Path) -
         writer.put(Tagged(decoded, [Tag("tabby", 281, 0.9, 1)], ModelId("old", "0" * 64)))
     with StoreWriter(store) as writer:
         writer.put(Failure(hashed.file, "too many pixels", sha256=hashed.sha256))
-    with sqlite3.connect(tmp_path / "w.db") as db:
-        rows = db.execute(
-            "SELECT i.status, i.model, t.label, f.path FROM images i"
-            " JOIN tags t ON t.image_id = i.id JOIN files f ON f.image_id = i.id"
-        ).fetchall()
+    rows = sql(
+        db_url,
+        "SELECT i.status, i.model, t.label, f.path FROM images i"
+        " JOIN tags t ON t.image_id = i.id JOIN files f ON f.image_id = i.id",
+    )
     assert rows == [("tagged", "old", "tabby", str(photo))]
     # Listed as an error, and not read again by every rescan until `tagger retag`.
     assert failures(store)[0]["reason"] == "too many pixels (kept the tags old gave before)"
@@ -195,6 +206,7 @@ def test_batches_fill_up_or_leave_after_max_wait() -> None:
     later.join()
 
 
+@pytest.mark.sqlite_only
 def test_a_new_database_is_private_to_owner_and_group(tmp_path: Path) -> None:
     old = os.umask(0o022)  # a typical umask, which would leave it world-readable
     try:
@@ -210,9 +222,9 @@ def test_a_new_database_is_private_to_owner_and_group(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "tags.db").stat().st_mode) == 0o640
 
 
-def test_a_sweep_spares_files_stored_after_its_walk_began(tmp_path: Path) -> None:
+def test_a_sweep_spares_files_stored_after_its_walk_began(tmp_path: Path, db_url: str) -> None:
     """A file that lands while a long rescan walks elsewhere is not marked missing by it."""
-    store = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    store = Store(db_url)
     root = tmp_path / "photos"
     root.mkdir()
     model = ModelId("m", "0" * 64)
@@ -231,15 +243,16 @@ def test_a_sweep_spares_files_stored_after_its_walk_began(tmp_path: Path) -> Non
     with StoreWriter(store) as writer:
         writer.put(tagged("arrived-during-walk.jpg", "cc"))
         writer.put(Swept(str(root), frozenset({str(root / "old.jpg")}), walk_began))
-    with sqlite3.connect(tmp_path / "w.db") as db:
-        missing = db.execute("SELECT path FROM files WHERE missing_since IS NOT NULL").fetchall()
+    missing = sql(db_url, "SELECT path FROM files WHERE missing_since IS NOT NULL")
     assert missing == [(str(root / "deleted.jpg"),)]
     store.close()
 
 
-def test_one_off_writes_run_on_the_writer_thread_after_what_was_queued(tmp_path: Path) -> None:
+def test_one_off_writes_run_on_the_writer_thread_after_what_was_queued(
+    tmp_path: Path, db_url: str
+) -> None:
     """submit(fn): fn sees the operations queued before it, and its result comes back."""
-    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    store = Store(db_url)
     threads: list[str] = []
 
     def count_files(session: Session) -> int:
@@ -254,24 +267,25 @@ def test_one_off_writes_run_on_the_writer_thread_after_what_was_queued(tmp_path:
 
 
 def test_a_failing_one_off_write_is_the_callers_error_and_the_writer_goes_on(
-    tmp_path: Path,
+    tmp_path: Path, db_url: str
 ) -> None:
-    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    store = Store(db_url)
 
     def broken(session: Session) -> None:
         session.execute(text("INSERT INTO no_such_table VALUES (1)"))
 
     with StoreWriter(store) as writer:
-        with pytest.raises(OperationalError, match="no_such_table"):
+        with pytest.raises((OperationalError, ProgrammingError), match="no_such_table"):
             writer.submit(broken).result(timeout=10)
         writer.put(Failure(FileInfo(str(tmp_path / "b.jpg"), 1, 1), "bad"))
-    with sqlite3.connect(tmp_path / "t.db") as connection:
-        assert connection.execute("SELECT count(*) FROM files").fetchone() == (1,)
+    assert sql(db_url, "SELECT count(*) FROM files") == [(1,)]
     store.close()
 
 
-def test_a_one_off_write_after_close_is_refused_not_left_waiting(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+def test_a_one_off_write_after_close_is_refused_not_left_waiting(
+    tmp_path: Path, db_url: str
+) -> None:
+    store = Store(db_url)
     writer = StoreWriter(store)
     writer.close()
     with pytest.raises(TaggerError, match="writer has stopped"):
@@ -280,10 +294,10 @@ def test_a_one_off_write_after_close_is_refused_not_left_waiting(tmp_path: Path)
 
 
 def test_a_one_off_write_that_stops_the_writer_fails_what_waits_behind_it(
-    tmp_path: Path,
+    tmp_path: Path, db_url: str
 ) -> None:
     """A BaseException in a one-off write stops the writer; no caller waits forever."""
-    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    store = Store(db_url)
 
     def interrupted(session: Session) -> None:
         raise KeyboardInterrupt
@@ -300,11 +314,11 @@ def test_a_one_off_write_that_stops_the_writer_fails_what_waits_behind_it(
 
 
 def test_one_operation_the_database_refuses_costs_that_file_not_the_group(
-    tmp_path: Path,
+    tmp_path: Path, db_url: str
 ) -> None:
     """A value SQLite cannot hold fails its own file; the rest of the group is stored and
     the writer goes on (before, the whole group was lost and the writer stopped for good)."""
-    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    store = Store(db_url)
     odd = FileInfo(str(tmp_path / "odd.jpg"), 1, 2**64)  # no 64-bit integer holds it
     stop = threading.Event()
     with StoreWriter(store, stop=stop) as writer:
@@ -312,8 +326,7 @@ def test_one_operation_the_database_refuses_costs_that_file_not_the_group(
         writer.put(Failure(odd, "bad"))
         writer.put(Failure(FileInfo(str(tmp_path / "b.jpg"), 1, 1), "bad"))
     assert not stop.is_set()
-    with sqlite3.connect(tmp_path / "t.db") as connection:
-        paths = {Path(p).name for (p,) in connection.execute("SELECT path FROM files")}
+    paths = {Path(p).name for (p,) in sql(db_url, "SELECT path FROM files")}
     assert paths == {"a.jpg", "b.jpg"}
     store.close()
 

@@ -25,10 +25,10 @@ def watch(tmp_path: Path) -> Iterator[Watch]:
 
 
 @pytest.fixture
-def harness(tmp_path: Path, classifier: TorchClassifier) -> Iterator[Harness]:
+def harness(tmp_path: Path, classifier: TorchClassifier, db_url: str) -> Iterator[Harness]:
     """Daemons in threads on one folder and database; each is stopped, and none may have
     failed, when the test ends."""
-    harness = Harness(tmp_path, classifier)
+    harness = Harness(tmp_path, classifier, db_url)
     yield harness
     for running in harness.running:
         running.stop()

@@ -25,7 +25,9 @@ from tagger.records import Outcome
 from tagger.store.database import Store
 from tagger.watch.daemon import Daemon
 from tagger.watch.observe import Observers, mount_of, remote
-from tests.helpers import PHOTOS
+from tests.helpers import PHOTOS, sql
+
+pytestmark = pytest.mark.both_databases  # the daemons in threads; processes: test_shared_database
 
 CAT, HOTDOG, PARROT = (
     PHOTOS / n for n in ("coral_cat_720p.jpg", "coral_hot_dog.jpg", "coral_parrot.jpg")
@@ -66,18 +68,24 @@ class Running:
 class Harness:
     """Starts daemons on `uploads`, all writing to one database file."""
 
-    def __init__(self, tmp_path: Path, classifier: TorchClassifier) -> None:
+    def __init__(self, tmp_path: Path, classifier: TorchClassifier, db_url: str = "") -> None:
+        """`db_url`: a PostgreSQL database's, else a SQLite file in tmp_path (`db`)."""
         self.uploads = tmp_path / "uploads"
         self.uploads.mkdir()
         self.db = tmp_path / "tagger.db"
+        self.server_url = "" if db_url.startswith("sqlite") else db_url
         self.model = Counting(classifier)
         self.data_dir = tmp_path / "data"
         self.running: list[Running] = []
         self.errors: list[BaseException] = []
 
+    @property
+    def url(self) -> str:
+        return self.server_url or str(self.db)
+
     def start(self, **watch: Any) -> Running:
         settings = Settings(
-            db=str(self.db),
+            db=self.url,
             data_dir=self.data_dir,
             batch={"max_wait": 0.2},
             watch={"stability_delay": 0.3, "rescan_interval": 0, "poll_interval": 0.2} | watch,
@@ -98,9 +106,13 @@ class Harness:
         self.running.append(running)
         return running
 
-    def rows(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    def rows(self, statement: str, *args: object) -> list[tuple[Any, ...]]:
+        if self.server_url:  # "?" placeholders as SQLAlchemy's named ones
+            pieces = statement.split("?")
+            named = pieces[0] + "".join(f":p{i}{rest}" for i, rest in enumerate(pieces[1:]))
+            return sql(self.server_url, named, **{f"p{i}": arg for i, arg in enumerate(args)})
         with sqlite3.connect(self.db) as db:
-            return db.execute(sql, args).fetchall()
+            return db.execute(statement, args).fetchall()
 
     def top1(self, path: Path) -> str | None:
         found = self.rows(
@@ -113,7 +125,7 @@ class Harness:
     def wait_tagged(self, path: Path, label: str | None = None) -> None:
         wait_for(
             lambda: (
-                self.db.exists()
+                (self.server_url or self.db.exists())
                 and self.top1(path) == (label or self.top1(path))
                 and self.top1(path)
             ),
@@ -275,9 +287,10 @@ def test_startup_reconcile_tags_what_arrived_while_stopped(harness: Harness) -> 
 
 def test_a_second_daemon_on_the_same_database_is_refused(harness: Harness) -> None:
     harness.start()
-    settings = Settings(db=str(harness.db), data_dir=harness.data_dir)
+    settings = Settings(db=harness.url, data_dir=harness.data_dir)
     second = Daemon(settings, Store(settings.db_url), harness.model, [harness.uploads])  # type: ignore[arg-type]
-    with pytest.raises(TaggerError, match="already running"):
+    # SQLite: one daemon per database; PostgreSQL: one per folder.
+    with pytest.raises(TaggerError, match=r"already (running|watching)"):
         second.run(threading.Event())
 
 
@@ -436,6 +449,7 @@ def fill(folder: Path) -> Path:
     return junk
 
 
+@pytest.mark.sqlite_only
 def test_a_full_disk_pauses_writes_keeps_what_is_stored_and_resumes(
     harness: Harness, small_disk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.helpers import PHOTOS, distinct_copies
+from tests.helpers import PHOTOS, distinct_copies, sql
 
 FAST = {
     "TAGGER_WATCH__STABILITY_DELAY": "0.2",
@@ -27,11 +27,12 @@ FAST = {
 class Watch:
     """A `tagger watch` subprocess on `uploads`, reporting to a real NOTIFY_SOCKET."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, db: str | None = None) -> None:
+        """`db`: a database URL (PostgreSQL); else a SQLite file in tmp_path."""
         self.tmp = tmp_path
         self.uploads = tmp_path / "uploads"
-        self.uploads.mkdir(exist_ok=True)
-        self.db = tmp_path / "tagger.db"
+        self.uploads.mkdir(parents=True, exist_ok=True)
+        self.db: Path | str = db or tmp_path / "tagger.db"
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.socket.bind(str(tmp_path / "notify.sock"))
         self.socket.settimeout(0.5)
@@ -66,9 +67,11 @@ class Watch:
         out, err = self.proc.communicate(timeout=60)
         return self.proc.returncode, out, err
 
-    def rows(self, sql: str) -> list[tuple[object, ...]]:
+    def rows(self, statement: str) -> list[tuple[object, ...]]:
+        if isinstance(self.db, str):
+            return sql(self.db, statement)
         with sqlite3.connect(self.db) as db:
-            return db.execute(sql).fetchall()
+            return db.execute(statement).fetchall()
 
     def status(self) -> tuple[int, dict[str, object]]:
         done = subprocess.run(

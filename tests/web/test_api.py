@@ -23,6 +23,8 @@ from tagger.web.run import WebRun
 from tagger.web.server import parse_listen
 from tests.helpers import PHOTOS, png_declaring
 
+pytestmark = pytest.mark.both_databases  # the daemon and its web API on SQLite and PostgreSQL
+
 CAT = PHOTOS / "coral_cat_720p.jpg"
 PARROT = PHOTOS / "coral_parrot.jpg"
 
@@ -61,10 +63,10 @@ class Served:
         return images
 
 
-def serve(tmp_path: Path, classifier: TorchClassifier, **web: Any) -> Iterator[Served]:
+def serve(tmp_path: Path, db_url: str, classifier: TorchClassifier, **web: Any) -> Iterator[Served]:
     port = free_port()
     settings = Settings(
-        db=str(tmp_path / "t.db"),
+        db=db_url,
         data_dir=tmp_path / "data",
         batch={"max_wait": 0.2},
         watch={"stability_delay": 0.3, "rescan_interval": 0},
@@ -100,8 +102,8 @@ def serve(tmp_path: Path, classifier: TorchClassifier, **web: Any) -> Iterator[S
 
 
 @pytest.fixture
-def served(tmp_path: Path, classifier: TorchClassifier) -> Iterator[Served]:
-    yield from serve(tmp_path, classifier)
+def served(tmp_path: Path, db_url: str, classifier: TorchClassifier) -> Iterator[Served]:
+    yield from serve(tmp_path, db_url, classifier)
 
 
 def test_predict_answers_the_cat_photo_like_the_demos(served: Served) -> None:
@@ -231,7 +233,12 @@ def test_cross_site_posts_are_refused(served: Served) -> None:
     assert post({"Origin": f"http://{host}"}) == 200
 
 
-def test_status_health_and_metrics(served: Served) -> None:
+def test_status_health_and_metrics(served: Served, database: str) -> None:
+    if database == "postgresql":  # every daemon on a shared database, by its heartbeat
+        wait_for(lambda: served.client.get("/api/status").json()["daemons"], 30, "a heartbeat")
+        (listed,) = served.client.get("/api/status").json()["daemons"]
+        assert str(served.inbox) in listed["roots"] and listed["heartbeat_age"] < 60
+        assert "Daemons writing to this database" in served.client.get("/status").text
     status = served.client.get("/api/status").json()
     assert status["daemon"]["state"] == "watching" and status["healthy"] is True
     assert status["model"]["name"] == "efficientnet_lite0"
@@ -260,8 +267,8 @@ def test_pages_escape_names_and_forbid_inline_script(served: Served) -> None:
 
 
 @pytest.fixture
-def locked(tmp_path: Path, classifier: TorchClassifier) -> Iterator[Served]:
-    yield from serve(tmp_path, classifier, password="s3cret pass", token="t0ken")
+def locked(tmp_path: Path, db_url: str, classifier: TorchClassifier) -> Iterator[Served]:
+    yield from serve(tmp_path, db_url, classifier, password="s3cret pass", token="t0ken")
 
 
 def test_a_password_or_token_guards_everything_but_health(locked: Served) -> None:
@@ -308,10 +315,10 @@ def test_hostile_inputs_get_one_line_answers(served: Served) -> None:
 
 
 def test_silent_connections_are_closed(
-    tmp_path: Path, classifier: TorchClassifier, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, db_url: str, classifier: TorchClassifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("tagger.web.server.FIRST_REQUEST_S", 0.5)
-    for served in serve(tmp_path, classifier):
+    for served in serve(tmp_path, db_url, classifier):
         port = served.client.base_url.port
         assert port is not None
         with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
