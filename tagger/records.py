@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # annotations only: `tagger query` need not load numpy
+    import numpy as np
+    import numpy.typing as npt
 
 
 def utcnow() -> datetime:

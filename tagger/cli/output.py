@@ -43,6 +43,8 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 def width(text: str) -> int:
     """Columns `text` takes in a terminal (wcwidth; escaped names are plain ASCII)."""
+    if text.isascii():  # printable ASCII (cells are escaped): one column each, and fast
+        return len(text)
     return max(wcswidth(text), len(text))
 
 

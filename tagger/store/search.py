@@ -70,7 +70,12 @@ def matching_files(
         checks += [not_(_between(value, s.low, s.high)) for s in scores if s.negate]
         return and_(*(checks or [value >= min_score]))
 
-    best = _best(Tag.wnid.in_(labels[0].wnids) if labels else Tag.derived.is_(False))
+    wanted: ColumnElement[bool] = (
+        Tag.wnid.in_(labels[0].wnids) if labels else Tag.derived.is_(False)
+    )
+    if labels and not scores:  # the same answer, ranking only tags above the floor (index)
+        wanted = and_(wanted, Tag.score >= min_score)
+    best = _best(wanted)
     statement = (
         select(
             File.path.label("path"),

@@ -35,13 +35,26 @@ from tagger.records import (
     Tagged,
     utcnow,
 )
-from tagger.store.database import Store, alembic_config, make_engine, schema_revisions
+from tagger.store.database import (
+    Store,
+    alembic_config,
+    head_revision,
+    make_engine,
+    migrations_head,
+    schema_revisions,
+)
 from tagger.store.maintenance import retag
 from tagger.store.reports import failures
 from tagger.store.writer import StoreWriter, write_once
 from tests.helpers import PHOTOS, Result, sql
 
 pytestmark = pytest.mark.both_databases
+
+
+def test_the_schema_head_written_in_the_code_is_the_migrations_head() -> None:
+    """A new migration must update SCHEMA_HEAD in store/database.py (read at every open
+    without Alembic)."""
+    assert head_revision() == migrations_head()
 
 
 def test_upgrade_from_empty_to_head(db_url: str) -> None:
