@@ -14,6 +14,7 @@ from tagger.labels.hierarchy import hierarchy
 from tagger.labels.names import Language, chinese, with_chinese
 from tagger.store.database import Store
 from tagger.store.schema import PRESENT, File, Image, ImageStatus, Tag
+from tagger.store.vectors import missing_embeddings
 
 Row = dict[str, Any]
 
@@ -205,6 +206,8 @@ def totals(store: Store) -> Row:
         "images_failed": images.get(ImageStatus.FAILED, 0),
         "files": files.get(False, 0),
         "files_missing": files.get(True, 0),
+        # Tagged before embeddings were stored: the next scan analyses them again.
+        "images_without_embedding": missing_embeddings(store),
     }
 
 
