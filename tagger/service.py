@@ -4,22 +4,29 @@ the one-off writes. Each returns plain data; printing or rendering it is the cal
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy.engine import make_url
 
 from tagger.config import Settings
-from tagger.errors import SkipFile
+from tagger.errors import SkipFile, TaggerError
 from tagger.labels.names import Language, chinese
+from tagger.records import ModelId
 from tagger.store.database import Store
 
 if TYPE_CHECKING:  # the runtimes take seconds to import: only commands that run a model pay
     from tagger.inference.base import Classifier
+    from tagger.labels.hierarchy import Synset
     from tagger.query.language import Query
+    from tagger.store.index import VectorIndex
 
 STALE_AFTER_S = 60  # a daemon that has not updated its status file for this long is stuck
 
@@ -145,3 +152,284 @@ def retag(store: Store, query: Query, min_score: float) -> int:
     from tagger.store.writer import write_once
 
     return write_once(store, lambda session: retag_rows(session, query, min_score))
+
+
+# Similar photos, near-duplicates and labels of one's own: all from the stored embeddings.
+
+
+def vector_index(settings: Settings, store: Store, model: ModelId) -> VectorIndex:
+    """The model's vector index, a cache file in the data directory."""
+    from tagger.store.index import VectorIndex
+
+    return VectorIndex(store, model, settings.data_dir)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The photo a similarity search starts from: its content and embedding."""
+
+    sha256: str | None  # None for a photo not in the library
+    model: ModelId
+    vector: npt.NDArray[np.float16]
+    embedding_id: int | None = None
+
+
+def similar_target(
+    store: Store,
+    photo: str,
+    classifier: Callable[[], Classifier] | None = None,
+    max_pixels: int = 0,
+) -> Target:
+    """What `photo` names: a stored content's sha256, a stored path, or (given `classifier`)
+    any photo, analysed on the spot. A TaggerError says what is missing."""
+    from tagger.pipeline.files import storable
+    from tagger.store.reports import file_report
+    from tagger.store.vectors import embedding_of
+
+    sha256: str | None = None
+    if re.fullmatch(r"[0-9a-f]{64}", photo.lower()):
+        sha256 = photo.lower()
+    else:
+        report = file_report(store, storable(os.path.realpath(photo)))
+        sha256 = report.get("sha256") if report else None
+    if sha256 is not None:
+        stored = embedding_of(store, sha256)
+        if stored is not None:
+            return Target(sha256, stored.model, stored.vector, stored.id)
+        if classifier is None or not Path(photo).exists():
+            raise TaggerError(
+                f"{photo} has no embedding yet (tagged before embeddings were stored, or "
+                "not tagged): run `tagger scan` on its folder"
+            )
+    if classifier is None or not Path(photo).exists():
+        raise TaggerError(f"{photo}: no such photo in the database, nor a file")
+    return _analysed(photo, classifier(), max_pixels)
+
+
+def _analysed(photo: str, classifier: Classifier, max_pixels: int) -> Target:
+    from tagger.pipeline.decode import decode
+    from tagger.pipeline.hashing import hash_file, stat_file
+
+    try:
+        image = decode(hash_file(stat_file(photo)), classifier.spec.geometry, max_pixels)
+    except SkipFile as skip:
+        raise TaggerError(f"{photo}: {skip.reason}") from None
+    vector = classifier.analyse(image.pixels[None]).embeddings[0]
+    return Target(None, classifier.id, vector)
+
+
+def similar(
+    store: Store, index: VectorIndex, target: Target, limit: int, min_similarity: float = 0.0
+) -> list[dict[str, Any]]:
+    """The stored photos most like `target` by cosine similarity, best first: never the
+    photo itself, only content a present path holds (the index is checked against the
+    database), one row per content with its first path."""
+    from tagger.store.vectors import present_images
+
+    rows: list[dict[str, Any]] = []
+    wanted = limit * 2 + 8  # some answers may be dropped content, filtered below
+    while True:
+        found = index.search(target.vector, wanted, exclude=target.embedding_id)
+        known = present_images(store, [key for key, _ in found])
+        rows = [
+            {"path": known[key][1], "sha256": known[key][0], "similarity": round(score, 4)}
+            for key, score in found
+            if key in known and known[key][0] != target.sha256 and score >= min_similarity
+        ]
+        if len(rows) >= limit or len(found) < wanted or found[-1][1] < min_similarity:
+            return rows[:limit]
+        wanted *= 4
+
+
+def near_duplicates(
+    settings: Settings, store: Store, threshold: float, neighbours: int = 8
+) -> list[dict[str, Any]]:
+    """Groups of contents whose embeddings are at least `threshold` alike: copies that are
+    not byte-identical (resized, re-compressed, lightly cropped). Each group lists its
+    present paths, the most-connected content first."""
+    from tagger.store.vectors import embedding_models, embeddings_after, present_images
+
+    parent: dict[int, int] = {}
+
+    def root(key: int) -> int:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    best: dict[int, float] = {}
+    for model in embedding_models(store):
+        index = vector_index(settings, store, model)
+        index.sync()
+        for ids, vectors in embeddings_after(store, model, 0):
+            for key, row in zip(ids, vectors, strict=True):
+                for other, score in index.search(row, neighbours, exclude=int(key)):
+                    if score >= threshold:
+                        parent[root(other)] = root(int(key))
+                        best[int(key)] = max(best.get(int(key), 0.0), score)
+                        best[other] = max(best.get(other, 0.0), score)
+    members: dict[int, list[int]] = {}
+    for key in parent:
+        members.setdefault(root(key), []).append(key)
+    known = present_images(store, [k for keys in members.values() if len(keys) > 1 for k in keys])
+    groups = []
+    for keys in members.values():
+        present = sorted((known[k][1], known[k][0], best[k]) for k in keys if k in known)
+        if len(present) > 1:
+            groups.append(
+                {
+                    "paths": [path for path, _, _ in present],
+                    "sha256": [sha for _, sha, _ in present],
+                    "similarity": round(min(score for _, _, score in present), 4),
+                }
+            )
+    return sorted(groups, key=lambda group: group["paths"][0])
+
+
+MIN_EXAMPLES = 5  # fewer photos of a label than this teach a classifier nothing reliable
+
+
+@dataclass(frozen=True)
+class Trained:
+    examples: int
+    negatives: int
+    accuracy: float
+    tagged: int
+    not_stored: list[str] = field(default_factory=list)
+
+
+def _stored_contents(store: Store, sources: Iterable[Path]) -> tuple[list[str], list[str]]:
+    """(sha256 of each stored photo in these files and folders, paths not stored)."""
+    from tagger.pipeline.files import storable
+    from tagger.store.reports import file_report
+
+    shas: list[str] = []
+    missing: list[str] = []
+    for source in sources:
+        paths = (
+            [Path(folder, name) for folder, _, names in os.walk(source) for name in names]
+            if source.is_dir()
+            else [source]
+        )
+        for path in sorted(paths):
+            report = file_report(store, storable(os.path.realpath(path)))
+            if report and report.get("sha256") and report.get("status") == "tagged":
+                shas.append(report["sha256"])
+            elif not path.name.startswith("."):
+                missing.append(str(path))
+    return list(dict.fromkeys(shas)), missing
+
+
+def train_label(
+    store: Store, name: str, examples: Iterable[Path], negatives: Iterable[Path] = ()
+) -> Trained:
+    """Fit a label of one's own on stored embeddings and tag the library with it."""
+    from tagger.store.own import save_label
+    from tagger.store.vectors import embedding_models, embeddings_of, library_sample
+    from tagger.store.writer import write_once
+
+    _check_own_name(name)
+    models = embedding_models(store)
+    if not models:
+        raise TaggerError("no photo has an embedding yet: run `tagger scan` first")
+    model = models[0]
+    positive_shas, missing = _stored_contents(store, examples)
+    positives = embeddings_of(store, positive_shas, model)
+    if len(positives) < MIN_EXAMPLES:
+        raise TaggerError(
+            f"too few examples: {len(positives)} tagged photo(s) with an embedding, "
+            f"{MIN_EXAMPLES} needed (scan the example folders first)"
+        )
+    negatives = list(negatives)
+    if negatives:
+        negative_shas, more_missing = _stored_contents(store, negatives)
+        missing += more_missing
+        counter = embeddings_of(store, [s for s in negative_shas if s not in positives], model)
+    else:
+        counter = library_sample(store, model, max(50, 3 * len(positives)), set(positives))
+    if len(counter) < MIN_EXAMPLES:
+        raise TaggerError(
+            f"too few negatives: {len(counter)} photo(s), {MIN_EXAMPLES} needed"
+            " (give --negatives, or scan more photos)"
+        )
+    coefficients, intercept, accuracy = _fit(
+        np.stack(list(positives.values())), np.stack(list(counter.values()))
+    )
+    training = dict.fromkeys(positives, True) | dict.fromkeys(counter, False)
+    _, tagged = write_once(
+        store,
+        lambda session: save_label(
+            session, name, model, coefficients, intercept, accuracy, training
+        ),
+    )
+    return Trained(len(positives), len(counter), accuracy, tagged, missing)
+
+
+def _fit(
+    positives: npt.NDArray[Any], negatives: npt.NDArray[Any]
+) -> tuple[npt.NDArray[np.float32], float, float]:
+    """Logistic regression (balanced classes) and its stratified cross-validated accuracy."""
+    try:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold, cross_val_score
+    except ImportError:
+        raise TaggerError(
+            "training a label needs scikit-learn: pip install 'tagger[train]'"
+        ) from None
+    features = np.concatenate([positives, negatives]).astype(np.float32)
+    truth = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
+
+    def model() -> Any:
+        return LogisticRegression(C=10.0, class_weight="balanced", max_iter=2000)
+
+    folds = StratifiedKFold(min(5, len(positives), len(negatives)), shuffle=True, random_state=0)
+    accuracy = float(cross_val_score(model(), features, truth, cv=folds).mean())
+    fitted = model().fit(features, truth)
+    return fitted.coef_[0].astype(np.float32), float(fitted.intercept_[0]), accuracy
+
+
+def _check_own_name(name: str) -> None:
+    from tagger.labels.hierarchy import LabelError, hierarchy, normalise
+
+    if not normalise(name) or len(name) > 128 or "," in name or ":" in name:
+        raise TaggerError(f"label name {name!r}: 1 to 128 characters, no comma or colon")
+    try:
+        found = hierarchy().resolve(name)
+    except LabelError:
+        return
+    if any(normalise(s.name) == normalise(name) for s in found):
+        raise TaggerError(f"{name!r} is a label of the model already; pick another name")
+
+
+def untrain_label(store: Store, name: str) -> None:
+    from tagger.store.own import remove_label
+    from tagger.store.writer import write_once
+
+    if not write_once(store, lambda session: remove_label(session, name)):
+        raise TaggerError(f"no label of your own named {name!r} (see tagger labels --own)")
+
+
+def label_resolver(open_store: Callable[[], Store] | None) -> Callable[[str], list[Synset]]:
+    """What `label:NAME` means: the model's label, else a label of one's own by that name
+    (own names that are the model's are refused by `train`; the store is opened only then)."""
+    from tagger.labels.hierarchy import LabelError, Synset, hierarchy, normalise
+    from tagger.store.own import own_labels
+
+    tree = hierarchy()
+
+    def resolve(name: str) -> list[Synset]:
+        try:
+            return tree.resolve(name)
+        except LabelError:
+            if open_store is None:
+                raise
+            try:
+                own = {normalise(o.name): o for o in own_labels(open_store())}
+            except TaggerError:
+                own = {}
+            found = own.get(normalise(name))
+            if found is None:
+                raise
+            return [Synset(found.wnid, found.name, (), (), (), None)]
+
+    return resolve

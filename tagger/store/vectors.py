@@ -93,18 +93,41 @@ class Stored:
     id: int
     image_id: int
     sha256: str
+    model: ModelId
     vector: Vector
 
 
-def embedding_of(store: Store, sha256: str, model: ModelId) -> Stored | None:
+def embedding_of(store: Store, sha256: str) -> Stored | None:
+    """The content's embedding, whichever model made it; None if it has none."""
     statement = (
-        select(Embedding.id, Embedding.image_id, Image.sha256, Embedding.vector)
+        select(
+            Embedding.id,
+            Embedding.image_id,
+            Image.sha256,
+            Embedding.model,
+            Embedding.weights_sha256,
+            Embedding.vector,
+        )
         .join(Image, Image.id == Embedding.image_id)
-        .where(Image.sha256 == sha256, *_of(model))
+        .where(Image.sha256 == sha256)
     )
     with store.session() as session:
         row = session.execute(statement).one_or_none()
-    return None if row is None else Stored(row.id, row.image_id, row.sha256, as_vector(row.vector))
+    if row is None:
+        return None
+    model = ModelId(row.model, row.weights_sha256)
+    return Stored(row.id, row.image_id, row.sha256, model, as_vector(row.vector))
+
+
+def embedding_models(store: Store) -> list[ModelId]:
+    """The models that made stored embeddings, the one with most first."""
+    statement = (
+        select(Embedding.model, Embedding.weights_sha256)
+        .group_by(Embedding.model, Embedding.weights_sha256)
+        .order_by(func.count().desc())
+    )
+    with store.session() as session:
+        return [ModelId(name, sha) for name, sha in session.execute(statement)]
 
 
 def embeddings_of(store: Store, shas: Sequence[str], model: ModelId) -> dict[str, Vector]:
