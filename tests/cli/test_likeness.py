@@ -242,7 +242,7 @@ def test_a_label_trained_on_a_handful_finds_held_out_photos_of_its_kind(
     held = [(p.name, True) for p in folders["held_dogs"].iterdir()]
     held += [(p.name, False) for p in folders["held_not"].iterdir()]
     right = sum((name in tagged) == is_dog for name, is_dog in held)
-    assert right / len(held) >= min(reported, 0.9) - 0.1, (right, len(held), reported)
+    assert right / len(held) >= reported - 0.1, (right, len(held), reported)
 
 
 def _index(photo: Path) -> int:
