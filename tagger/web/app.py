@@ -46,6 +46,7 @@ def create_app(ctx: WebContext) -> Starlette:
         Route("/api/images", api.images),
         Route("/api/images/{sha256}", api.image),
         Route("/api/images/{sha256}/thumbnail", api.thumbnail),
+        Route("/api/images/{sha256}/similar", api.similar),
         Route("/api/images/{sha256}/original", api.original),
         Route("/api/labels", api.labels),
         Route("/api/status", api.status),

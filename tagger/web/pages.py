@@ -84,13 +84,20 @@ async def labels(request: Request) -> Response:
     return _render(request, "labels.html", rows=rows, tree=tree, min_score=threshold)
 
 
+SIMILAR_STRIP = 8  # photos in the photo page's "similar photos" strip
+
+
 async def photo(request: Request) -> Response:
     ctx = context(request)
     sha256 = check_sha256(request.path_params["sha256"])
     report = await in_thread(reports.image_report, ctx.store, sha256, language(request))
     if report is None:  # maybe an upload on its way into the store: the page looks again
         return _render(request, "pending.html", 404, sha256=sha256)
-    return _render(request, "photo.html", image=report)
+    try:
+        alike = await in_thread(ctx.similar, sha256, SIMILAR_STRIP, 0.0)
+    except HTTPError:  # no embedding yet: the page shows no strip
+        alike = []
+    return _render(request, "photo.html", image=report, similar=alike)
 
 
 async def status(request: Request) -> Response:

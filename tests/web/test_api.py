@@ -317,3 +317,34 @@ def test_silent_connections_are_closed(
         with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
             assert idle.recv(1) == b""  # closed by the server, no request sent
         assert served.client.get("/healthz").status_code == 200
+
+
+def test_similar_photos_in_the_api_and_on_the_photo_page(served: Served, tmp_path: Path) -> None:
+    from PIL import Image
+
+    small = tmp_path / "cat <small>.jpg"
+    with Image.open(CAT) as cat:
+        cat.resize((cat.width // 3, cat.height // 3)).save(small, quality=60)
+    shas = {}
+    for photo in (CAT, small, PHOTOS / "coral_hot_dog.jpg"):
+        answer = served.upload(photo)
+        assert answer.status_code == 201, answer.text
+        shas[photo.name] = answer.json()["uploads"][0]["sha256"]
+    wait_for(lambda: len(served.tagged("")) == 3, what="the uploads to be tagged")
+    cat_sha = shas[CAT.name]
+    answer = served.client.get(f"/api/images/{cat_sha}/similar")
+    assert answer.status_code == 200, answer.text
+    rows = answer.json()["similar"]
+    assert [row["sha256"] for row in rows] == [shas[small.name], shas["coral_hot_dog.jpg"]]
+    assert rows[0]["similarity"] > 0.85 > rows[1]["similarity"]
+    limited = served.client.get(f"/api/images/{cat_sha}/similar", params={"limit": 1}).json()
+    assert len(limited["similar"]) == 1
+    too_many = served.client.get(f"/api/images/{cat_sha}/similar", params={"limit": 101})
+    assert too_many.status_code == 400 and "limit" in too_many.json()["error"]
+    odd = served.client.get(f"/api/images/{cat_sha}/similar", params={"min_similarity": "x"})
+    assert odd.status_code == 400
+    unknown = served.client.get(f"/api/images/{'0' * 64}/similar")
+    assert unknown.status_code == 404 and "error" in unknown.json()
+    page = served.client.get(f"/photos/{cat_sha}").text
+    assert "Similar photos" in page and f"/photos/{shas[small.name]}" in page
+    assert "cat <small>" not in page and "cat &lt;small&gt;" in page
