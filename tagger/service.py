@@ -263,7 +263,7 @@ def near_duplicates(
         index.sync()
         for ids, vectors in embeddings_after(store, model, 0):
             for key, row in zip(ids, vectors, strict=True):
-                for other, score in index.search(row, neighbours, exclude=int(key)):
+                for other, score in index.search(row, neighbours, int(key), sync=False):
                     if score >= threshold:
                         parent[root(other)] = root(int(key))
                         best[int(key)] = max(best.get(int(key), 0.0), score)

@@ -81,10 +81,12 @@ class VectorIndex:
             self._rebuild()
 
     def search(
-        self, vector: npt.NDArray[Any], count: int, exclude: int | None = None
+        self, vector: npt.NDArray[Any], count: int, exclude: int | None = None, sync: bool = True
     ) -> list[tuple[int, float]]:
-        """Up to `count` (embedding row id, cosine similarity), most similar first."""
-        self.sync()
+        """Up to `count` (embedding row id, cosine similarity), most similar first
+        (`sync=False`: the caller has just synced, for many searches in a row)."""
+        if sync:
+            self.sync()
         index = self._index
         if index is None or len(index) == 0:
             return []
