@@ -321,10 +321,17 @@ def _stored_contents(store: Store, sources: Iterable[Path]) -> tuple[list[str], 
 
 
 def train_label(
-    store: Store, name: str, examples: Iterable[Path], negatives: Iterable[Path] = ()
+    store: Store,
+    name: str,
+    examples: Iterable[Path] = (),
+    negatives: Iterable[Path] = (),
+    marked: dict[str, bool] | None = None,
 ) -> Trained:
-    """Fit a label of one's own on stored embeddings and tag the library with it."""
-    from tagger.store.own import save_label
+    """Fit a label of one's own on stored embeddings and tag the library with it.
+
+    Without `examples`, the label's stored training set is used again (retraining, after a
+    model change or with photos `marked` on the web page: sha256 -> example or not)."""
+    from tagger.store.own import save_label, training_set
     from tagger.store.vectors import embedding_models, embeddings_of, library_sample
     from tagger.store.writer import write_once
 
@@ -333,29 +340,49 @@ def train_label(
     if not models:
         raise TaggerError("no photo has an embedding yet: run `tagger scan` first")
     model = models[0]
-    positive_shas, missing = _stored_contents(store, examples)
-    positives = embeddings_of(store, positive_shas, model)
-    if len(positives) < MIN_EXAMPLES:
-        raise TaggerError(
-            f"too few examples: {len(positives)} tagged photo(s) with an embedding, "
-            f"{MIN_EXAMPLES} needed (scan the example folders first)"
-        )
-    negatives = list(negatives)
+    examples, negatives = list(examples), list(negatives)
+    stored = training_set(store, name) or {}
+    missing: list[str] = []
+    if examples:
+        positive_shas, missing = _stored_contents(store, examples)
+    elif stored or marked:
+        positive_shas = [sha for sha, positive in stored.items() if positive]
+    else:
+        raise TaggerError(f"no label of your own named {name!r} yet: give --examples")
+    negative_shas: list[str] | None = None
     if negatives:
         negative_shas, more_missing = _stored_contents(store, negatives)
         missing += more_missing
+    elif not examples and any(not positive for positive in stored.values()):
+        negative_shas = [sha for sha, positive in stored.items() if not positive]
+    for sha, positive in (marked or {}).items():
+        positive_shas = [s for s in positive_shas if s != sha] + ([sha] if positive else [])
+        if negative_shas is not None or not positive:
+            negative_shas = [s for s in negative_shas or [] if s != sha]
+            negative_shas += [] if positive else [sha]
+    positives = embeddings_of(store, positive_shas, model)
+    if len(positives) < MIN_EXAMPLES:
+        raise TooFewExamples(
+            f"too few examples: {len(positives)} tagged photo(s) with an embedding, "
+            f"{MIN_EXAMPLES} needed (scan the example folders first)"
+        )
+    sample = max(50, 3 * len(positives))
+    if negative_shas is not None:
         counter = embeddings_of(store, [s for s in negative_shas if s not in positives], model)
+        if len(counter) < MIN_EXAMPLES:  # marked ones, topped up from the library
+            leave_out = set(positives) | set(counter)
+            counter |= _unlike(positives, library_sample(store, model, sample, leave_out))
     else:
-        counter = library_sample(store, model, max(50, 3 * len(positives)), set(positives))
+        counter = _unlike(positives, library_sample(store, model, sample, set(positives)))
     if len(counter) < MIN_EXAMPLES:
-        raise TaggerError(
+        raise TooFewExamples(
             f"too few negatives: {len(counter)} photo(s), {MIN_EXAMPLES} needed"
             " (give --negatives, or scan more photos)"
         )
     coefficients, intercept, accuracy = _fit(
         np.stack(list(positives.values())), np.stack(list(counter.values()))
     )
-    training = dict.fromkeys(positives, True) | dict.fromkeys(counter, False)
+    training = dict.fromkeys(counter, False) | dict.fromkeys(positives, True)
     _, tagged = write_once(
         store,
         lambda session: save_label(
@@ -363,6 +390,51 @@ def train_label(
         ),
     )
     return Trained(len(positives), len(counter), accuracy, tagged, missing)
+
+
+def _unlike(
+    positives: dict[str, npt.NDArray[np.float16]], sampled: dict[str, npt.NDArray[np.float16]]
+) -> dict[str, npt.NDArray[np.float16]]:
+    """The sampled photos less like the examples than every example is: a library holds
+    unmarked photos of the label too, which must not be taught as counter-examples."""
+    if not sampled:
+        return sampled
+    centre = np.stack(list(positives.values())).astype(np.float32).mean(axis=0)
+    centre /= max(float(np.linalg.norm(centre)), 1e-12)
+    least = min(float(vector.astype(np.float32) @ centre) for vector in positives.values())
+    return {sha: v for sha, v in sampled.items() if float(v.astype(np.float32) @ centre) < least}
+
+
+class TooFewExamples(TaggerError):
+    """Not enough photos of a label to train it (yet)."""
+
+
+def mark_label(store: Store, name: str, sha256: str, positive: bool) -> str:
+    """A person says this photo is (or is not) `name`: a training example, kept, and the
+    label (re)trained once it has enough. Returns what happened, in a sentence."""
+    from tagger.store.own import save_examples
+    from tagger.store.vectors import embedding_of
+    from tagger.store.writer import write_once
+
+    _check_own_name(name)
+    stored = embedding_of(store, sha256)
+    if stored is None:
+        raise TaggerError("this photo has no embedding yet: it is analysed at the next scan")
+    try:
+        result = train_label(store, name, marked={sha256: positive})
+    except TooFewExamples as few:
+        write_once(
+            store, lambda session: save_examples(session, name, stored.model, {sha256: positive})
+        )
+        from tagger.store.own import training_set
+
+        count = sum((training_set(store, name) or {}).values())
+        why = f"{count} of {MIN_EXAMPLES} examples so far" if count < MIN_EXAMPLES else few
+        return f"kept as {'an example' if positive else 'not an example'} of {name!r}; {why}"
+    return (
+        f"{name!r} retrained on {result.examples} examples and {result.negatives} negatives"
+        f" (accuracy {result.accuracy:.0%}); {result.tagged} photos carry it"
+    )
 
 
 def _fit(

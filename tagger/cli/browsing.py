@@ -241,7 +241,7 @@ def labels(
         from tagger.store.own import own_labels
 
         rows = [asdict(label) for label in own_labels(app.store())]
-        columns = ["name", "examples", "negatives", "accuracy", "trained_at"]
+        columns = ["name", "examples", "negatives", "accuracy", "trained", "trained_at"]
         print_rows(rows, columns, fmt, empty="no labels of your own (see tagger train)")
         return
     if tree:

@@ -62,6 +62,7 @@ def similar(app: App, photo: str, limit: int, min_similarity: float, fmt: str) -
     epilog=example(
         "tagger train bruno --examples ~/Pictures/bruno",
         "tagger train receipts --examples scans/receipts --negatives scans/letters",
+        "tagger train bruno",
     )
 )
 @click.argument("name")
@@ -69,9 +70,9 @@ def similar(app: App, photo: str, limit: int, min_similarity: float, fmt: str) -
     "--examples",
     "examples",
     multiple=True,
-    required=True,
     type=click.Path(exists=True, path_type=Path),
-    help="a folder or photo of the label (repeatable); tagged already (tagger scan)",
+    help="a folder or photo of the label (repeatable), tagged already (tagger scan)"
+    " [default: the label's stored training set: retrain it]",
 )
 @click.option(
     "--negatives",
@@ -86,8 +87,10 @@ def train(app: App, name: str, examples: tuple[Path, ...], negatives: tuple[Path
     Fits a logistic regression on the stored embeddings of the examples against the
     negatives (given, or sampled from the rest of the library), prints its cross-validated
     accuracy, and tags every stored photo with it at once (no model run); new photos get it
-    as they are tagged. Training a name again replaces it. Find it with
-    `tagger query label:NAME`; forget it with `tagger untrain NAME`.
+    as they are tagged. Training a name again replaces it; without --examples it is
+    retrained on its stored training set (after a model change, or with the photos marked
+    on the web page). Find it with `tagger query label:NAME`; forget it with
+    `tagger untrain NAME`.
     """
     from tagger.service import train_label
 

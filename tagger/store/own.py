@@ -50,12 +50,15 @@ def own_models(session: Session, model: ModelId) -> list[OwnModel]:
     """The labels trained on `model`'s embeddings (others cannot score its vectors)."""
     rows = session.scalars(
         select(OwnLabel).where(
-            OwnLabel.model == model.name, OwnLabel.weights_sha256 == model.weights_sha256
+            OwnLabel.model == model.name,
+            OwnLabel.weights_sha256 == model.weights_sha256,
+            OwnLabel.coefficients.is_not(None),
         )
     ).all()
     return [
-        OwnModel(row.id, row.name, np.frombuffer(row.coefficients, "<f4"), row.intercept)
+        OwnModel(row.id, row.name, np.frombuffer(row.coefficients, "<f4"), row.intercept or 0.0)
         for row in rows
+        if row.coefficients is not None
     ]
 
 
@@ -99,6 +102,24 @@ def save_label(
     )
     own = OwnModel(row.id, name, np.asarray(coefficients, np.float32), float(intercept))
     return row.id, apply_to_library(session, own, model)
+
+
+def save_examples(session: Session, name: str, model: ModelId, examples: dict[str, bool]) -> None:
+    """Keep a training set for a label too small to train yet (marked on the web page)."""
+    row = session.scalars(select(OwnLabel).where(OwnLabel.name == name)).one_or_none()
+    if row is None:
+        row = OwnLabel(name=name, model=model.name, weights_sha256=model.weights_sha256, dim=0)
+        row.trained_at = utcnow()
+        session.add(row)
+        session.flush()
+    for sha, positive in examples.items():
+        found = session.scalars(
+            select(OwnExample).where(OwnExample.label_id == row.id, OwnExample.sha256 == sha)
+        ).one_or_none()
+        if found is None:
+            session.add(OwnExample(label_id=row.id, sha256=sha, positive=positive))
+        else:
+            found.positive = positive
 
 
 def apply_to_library(session: Session, own: OwnModel, model: ModelId, chunk: int = 2048) -> int:
@@ -158,6 +179,7 @@ class OwnSummary:
     negatives: int
     accuracy: float | None
     trained_at: str
+    trained: bool
 
 
 def own_labels(store: Store) -> list[OwnSummary]:
@@ -186,6 +208,7 @@ def own_labels(store: Store) -> list[OwnSummary]:
                 int(total or 0) - int(positives or 0),
                 row.accuracy,
                 row.trained_at.isoformat(),
+                row.coefficients is not None,
             )
             for row, positives, total in session.execute(statement)
         ]

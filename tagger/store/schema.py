@@ -140,8 +140,9 @@ class OwnLabel(Base):
     model: Mapped[str] = mapped_column(String(64))
     weights_sha256: Mapped[str] = mapped_column(String(64))
     dim: Mapped[int] = mapped_column(Integer)
-    coefficients: Mapped[bytes] = mapped_column(LargeBinary)
-    intercept: Mapped[float] = mapped_column(Float)
+    # None until it has enough examples (photos marked on the web page, one at a time)
+    coefficients: Mapped[bytes | None] = mapped_column(LargeBinary)
+    intercept: Mapped[float | None] = mapped_column(Float)
     accuracy: Mapped[float | None] = mapped_column(Float)
     trained_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

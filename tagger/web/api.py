@@ -218,6 +218,23 @@ async def similar(request: Request) -> Response:
     return JSONResponse({"sha256": sha256, "similar": rows})
 
 
+async def mark(request: Request) -> Response:
+    """`POST /api/images/{sha256}/labels` with JSON `{"name": "bruno", "example": true}`:
+    this photo is (or, false, is not) an example of a label of one's own; the label is
+    trained once it has 5 examples, and retrained with each mark after that."""
+    ctx = context(request)
+    sha256 = check_sha256(request.path_params["sha256"])
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HTTPError(400, 'send JSON: {"name": "...", "example": true}') from None
+    name, example = (body.get("name"), body.get("example")) if isinstance(body, dict) else (0, 0)
+    if not isinstance(name, str) or not isinstance(example, bool):
+        raise HTTPError(400, 'send JSON: {"name": "...", "example": true}')
+    message = await in_thread(ctx.mark, sha256, name, example)
+    return JSONResponse({"message": message})
+
+
 async def thumbnail(request: Request) -> Response:
     ctx = context(request)
     sha256 = check_sha256(request.path_params["sha256"])

@@ -56,6 +56,16 @@ class WebContext:
     # Vector indexes of similar photos, one per model, loaded on first use and kept.
     _indexes: dict[ModelId, VectorIndex] = field(default_factory=dict)
 
+    def mark(self, sha256: str, name: str, positive: bool) -> str:
+        """A person's word on a label of their own for this photo: a training example
+        (`service.mark_label`); 400 for a name or photo that cannot be one."""
+        from tagger.service import mark_label
+
+        try:
+            return mark_label(self.store, name.strip(), sha256, positive)
+        except TaggerError as exc:
+            raise HTTPError(400, str(exc)) from None
+
     def similar(self, sha256: str, limit: int, min_similarity: float) -> list[dict[str, Any]]:
         """The stored photos most like this content (the CLI's `tagger similar`); 404 for
         content not stored or without an embedding yet."""

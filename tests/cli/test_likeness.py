@@ -208,8 +208,15 @@ def test_a_label_of_ones_own_tags_the_library_and_new_photos(
         tagger("query", "label:old faithful", "path:*later*", "--format", "json").out
     )
     assert names(found) == ["held_out.jpg"]
-    # without --negatives the library is sampled
+    # without --negatives the library is sampled (leaving out what looks like the examples)
     assert tagger("train", "old faithful", "--examples", str(geysers)).code == 0
+    found = json.loads(tagger("query", "label:old faithful", "--format", "json").out)
+    assert "held_out.jpg" in names(found) and "parrot.jpg" not in names(found)
+    # without --examples it is retrained on its stored training set
+    again = tagger("train", "old faithful")
+    assert again.code == 0 and "on 5 examples" in again.out, again.err
+    unknown = tagger("train", "nothing yet")
+    assert unknown.code == 1 and "give --examples" in unknown.err
     assert tagger("untrain", "old faithful").code == 0
     assert "(own)" not in tagger("labels").out
     gone = tagger("query", "label:old faithful")

@@ -348,3 +348,56 @@ def test_similar_photos_in_the_api_and_on_the_photo_page(served: Served, tmp_pat
     page = served.client.get(f"/photos/{cat_sha}").text
     assert "Similar photos" in page and f"/photos/{shas[small.name]}" in page
     assert "cat <small>" not in page and "cat &lt;small&gt;" in page
+
+
+def test_photos_marked_on_the_page_train_a_label_of_ones_own(served: Served) -> None:
+    geysers = sorted(PHOTOS.glob("orientation_*.jpg"))
+    shas = {}
+    calibration = PHOTOS.parent.parent / "tagger" / "data" / "calibration"
+    others = [calibration / f"coral_{name}.jpg" for name in ("bird", "owl", "face", "pets")]
+    for photo in [
+        *geysers,
+        CAT,
+        PHOTOS / "coral_hot_dog.jpg",
+        PHOTOS / "coral_parrot.jpg",
+        *others,
+    ]:
+        answer = served.upload(photo)
+        assert answer.status_code == 201, answer.text
+        shas[photo.name] = answer.json()["uploads"][0]["sha256"]
+    wait_for(lambda: len(served.tagged("")) == len(shas), what="the uploads to be tagged")
+
+    def mark(photo: Path, example: bool = True) -> httpx.Response:
+        return served.client.post(
+            f"/api/images/{shas[photo.name]}/labels",
+            json={"name": "old faithful", "example": example},
+        )
+
+    for photo in geysers[:4]:
+        answer = mark(photo)
+        assert answer.status_code == 200, answer.text
+    assert "4 of 5 examples so far" in answer.json()["message"]
+    assert served.tagged('label:"old faithful"') == []
+    answer = mark(geysers[4])
+    assert "retrained on 5 examples" in answer.json().get("message", ""), answer.text
+    found = {row["sha256"] for row in served.tagged('label:"old faithful"')}
+    assert shas[geysers[5].name] in found and shas[CAT.name] not in found
+    # "Wrong" on the page: a negative example, and the label retrained without it
+    page = served.client.get(f"/photos/{shas[geysers[5].name]}").text
+    assert "Wrong" in page and "yours" in page
+    said = served.client.post(
+        f"/photos/{shas[geysers[5].name]}/labels",
+        data={"name": "old faithful", "verdict": "no"},
+        headers={"Origin": str(served.client.base_url).rstrip("/")},
+    )
+    assert said.status_code == 303 and "retrained" in said.headers["location"]
+    found = {row["sha256"] for row in served.tagged('label:"old faithful"')}
+    assert shas[geysers[5].name] not in found and shas[geysers[0].name] in found
+    assert mark(CAT).status_code == 200
+    refused = served.client.post(
+        f"/api/images/{shas[CAT.name]}/labels", json={"name": "hotdog", "example": True}
+    )
+    assert refused.status_code == 400 and "label of the model" in refused.json()["error"]
+    assert (
+        served.client.post(f"/api/images/{shas[CAT.name]}/labels", content=b"x").status_code == 400
+    )
