@@ -51,6 +51,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("image_id", name=op.f("uq_embeddings_image_id")),
         sqlite_autoincrement=True,  # ids never reused: the vector index keys on them
     )
+    op.create_index(
+        "ix_embeddings_model_id", "embeddings", ["model", "weights_sha256", "id"], unique=False
+    )
     op.create_table(
         "own_examples",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -71,5 +74,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DELETE FROM tags WHERE wnid LIKE 'own:%'")
     op.drop_table("own_examples")
+    op.drop_index("ix_embeddings_model_id", table_name="embeddings")
     op.drop_table("embeddings")
     op.drop_table("own_labels")
