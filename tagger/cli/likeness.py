@@ -55,7 +55,8 @@ def similar(app: App, photo: str, limit: int, min_similarity: float, fmt: str) -
     if not rows and len(index) == 0 and fmt in ("table", "paths"):
         click.echo("no photo in the database has an embedding yet: run `tagger scan`", err=True)
         return
-    print_rows(rows, ["similarity", "path"], fmt, empty="no similar photos")
+    columns = ["similarity", "path", *(["sha256"] if fmt == "csv" else [])]
+    print_rows(rows, columns, fmt, empty="no similar photos")
 
 
 @click.command(

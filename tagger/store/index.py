@@ -87,11 +87,13 @@ class VectorIndex:
         (`sync=False`: the caller has just synced, for many searches in a row)."""
         if sync:
             self.sync()
-        index = self._index
-        if index is None or len(index) == 0:
-            return []
-        wanted = min(len(index), count + (exclude is not None))
-        found = index.search(np.asarray(vector, np.float16), wanted, exact=len(index) < EXACT_BELOW)
+        with self._lock:  # a web server searches from several threads while one catches up
+            index = self._index
+            if index is None or len(index) == 0:
+                return []
+            wanted = min(len(index), count + (exclude is not None))
+            vector = np.asarray(vector, np.float16)
+            found = index.search(vector, wanted, exact=len(index) < EXACT_BELOW)
         return [
             (int(key), 1.0 - float(distance))
             for key, distance in zip(found.keys, found.distances, strict=True)
