@@ -262,8 +262,8 @@ def near_duplicates(
         index = vector_index(settings, store, model)
         index.sync()
         for ids, vectors in embeddings_after(store, model, 0):
-            for key, row in zip(ids, vectors, strict=True):
-                for other, score in index.search(row, neighbours, int(key), sync=False):
+            for key, found in zip(ids, index.neighbours(ids, vectors, neighbours), strict=True):
+                for other, score in found:
                     if score >= threshold:
                         parent[root(other)] = root(int(key))
                         best[int(key)] = max(best.get(int(key), 0.0), score)

@@ -100,6 +100,36 @@ class VectorIndex:
             if int(key) != exclude
         ][:count]
 
+    def neighbours(
+        self, keys: npt.NDArray[np.int64], vectors: npt.NDArray[Any], count: int
+    ) -> list[list[tuple[int, float]]]:
+        """For many stored vectors at once (their row ids `keys`): each one's `count` nearest
+        others, searched in one batch on every core (near-duplicates of a whole library).
+        The caller syncs first."""
+        with self._lock:
+            index = self._index
+            if index is None or len(index) == 0 or len(vectors) == 0:
+                return [[] for _ in keys]
+            wanted = min(len(index), count + 1)
+            found = index.search(
+                np.asarray(vectors, np.float16), wanted, exact=len(index) < EXACT_BELOW, threads=0
+            )
+        found_keys = np.asarray(found.keys).reshape(len(vectors), -1)
+        distances = np.asarray(found.distances).reshape(len(vectors), -1)
+        # a batch answers BatchMatches (counts per row); one row may answer Matches (count)
+        per_row = getattr(found, "counts", None)
+        counts = np.asarray(per_row if per_row is not None else [len(found.keys)]).reshape(-1)
+        return [
+            [
+                (int(other), 1.0 - float(distance))
+                for other, distance in zip(row_keys[:n], row_distances[:n], strict=True)
+                if int(other) != int(key)
+            ][:count]
+            for key, row_keys, row_distances, n in zip(
+                keys, found_keys, distances, counts, strict=True
+            )
+        ]
+
     def __len__(self) -> int:
         return 0 if self._index is None else len(self._index)
 

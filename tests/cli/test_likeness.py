@@ -106,6 +106,8 @@ def test_near_duplicates_group_resized_recompressed_and_cropped_copies(
     photos.mkdir()
     near_copies(photos)
     shutil.copy(CALIBRATION / "coral_pets.jpg", photos / "pets.jpg")
+    with Image.open(PHOTOS / "coral_cat_720p.jpg") as cat:  # turned in its pixels, no EXIF
+        cat.transpose(Image.Transpose.ROTATE_90).save(photos / "cat_turned.jpg", quality=90)
     if IMAGENET.is_dir():  # two different cats must stay apart
         shutil.copy(IMAGENET / "n02123597_Siamese_cat.JPEG", photos / "siamese.jpg")
     assert tagger("scan", str(photos)).code == 0
@@ -115,13 +117,13 @@ def test_near_duplicates_group_resized_recompressed_and_cropped_copies(
         sorted(Path(p).name for p in group["paths"]) for group in json.loads(result.out)
     )
     assert groups == [
-        ["cat.jpg", "cat_crop.jpg", "cat_small.jpg"],
+        ["cat.jpg", "cat_crop.jpg", "cat_small.jpg", "cat_turned.jpg"],
         ["hot_dog.jpg", "hot_dog_small.jpg"],
     ]
     strict = json.loads(tagger("duplicates", "--similar", "0.99", "--format", "json").out)
     assert strict == []
     table = tagger("duplicates", "--similar")
-    assert "3 alike" in table.out and "cat_small.jpg" in table.out
+    assert "4 alike" in table.out and "cat_small.jpg" in table.out
     assert tagger("duplicates").err.strip() == "no duplicates"  # byte-identical: none
 
 
