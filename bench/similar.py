@@ -5,7 +5,7 @@ database, then the real `VectorIndex` built from it and queried.
 Prints: build time (reading the database included), query p50/p95 over 200 queries, and the
 RSS the index added (VmRSS before and after building).
 
-    python bench/similar.py [--vectors 100000] [--db /tmp/tagger-similar.db]
+    python bench/similar.py [--vectors 100000] [--db /tmp/tagger-similar.db] [--duplicates]
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--db", type=Path)
+    parser.add_argument(
+        "--duplicates", action="store_true", help="also time near-duplicates of the whole library"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="tagger-similar-"))
     db = args.db or folder / "tagger.db"
@@ -92,6 +95,17 @@ def main() -> None:
         f"{len(index):,} vectors: build {built:.1f} s, query p50 {p50:.1f} ms, p95 {p95:.1f} ms"
         f" (sync against the database included), added RSS {added:.0f} MB"
     )
+    if args.duplicates:
+        from tagger.config import Settings
+        from tagger.service import near_duplicates
+
+        settings = Settings(db=f"sqlite:///{db}", data_dir=folder)
+        started = time.perf_counter()
+        groups = near_duplicates(settings, store, 0.75)
+        print(
+            f"near-duplicates of {len(index):,}: {time.perf_counter() - started:.1f} s,"
+            f" {len(groups)} groups"
+        )
     store.close()
 
 

@@ -111,9 +111,10 @@ class VectorIndex:
             if index is None or len(index) == 0 or len(vectors) == 0:
                 return [[] for _ in keys]
             wanted = min(len(index), count + 1)
-            found = index.search(
-                np.asarray(vectors, np.float16), wanted, exact=len(index) < EXACT_BELOW, threads=0
-            )
+            # the graph, whatever the size: an exact search of every photo against every
+            # other is quadratic (90 s at 20,000 here), and a near-duplicate is so close
+            # that the graph does not miss it
+            found = index.search(np.asarray(vectors, np.float16), wanted, threads=0)
         found_keys = np.asarray(found.keys).reshape(len(vectors), -1)
         distances = np.asarray(found.distances).reshape(len(vectors), -1)
         # a batch answers BatchMatches (counts per row); one row may answer Matches (count)
