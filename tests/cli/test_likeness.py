@@ -150,6 +150,13 @@ def test_the_index_is_rebuilt_when_deleted_stale_or_behind(tagger: Tagger, tmp_p
     # a damaged file
     index.write_bytes(b"not an index")
     assert "parrot.jpg" in names(similar(tagger, photos / "cat.jpg"))
+    # rows removed (prune): rebuilt without them
+    (photos / "parrot.jpg").unlink()
+    assert tagger("scan", str(photos)).code == 0
+    assert "parrot.jpg" not in names(similar(tagger, photos / "cat.jpg"))
+    assert tagger("prune").code == 0
+    assert "parrot.jpg" not in names(similar(tagger, photos / "cat.jpg"))
+    assert json.loads(record.read_text())["count"] == 5
 
 
 def test_a_library_without_embeddings_yet(tagger: Tagger, tmp_path: Path) -> None:
@@ -199,6 +206,9 @@ def test_a_label_of_ones_own_tags_the_library_and_new_photos(
     found = tagger("query", "label:old faithful", "--format", "json")
     assert sorted(names(json.loads(found.out))) == sorted(p.name for p in geysers.iterdir())
     assert "old faithful (own)" in tagger("labels").out
+    assert tagger("xmp", "--mode", "beside", "label:old faithful").code == 0
+    sidecar = (geysers / "orientation_Landscape_1.jpg.xmp").read_text()
+    assert "<rdf:li>old faithful</rdf:li>" in sidecar and "tagger|old faithful" in sidecar
     assert json.loads(tagger("labels", "--own", "--format", "json").out)[0]["examples"] == 5
     # a new photo is labelled as it is tagged; a new cat is not
     later = tmp_path / "later"
