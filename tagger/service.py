@@ -336,6 +336,7 @@ def train_label(
     from tagger.store.writer import write_once
 
     _check_own_name(name)
+    _require_scikit_learn()
     models = embedding_models(store)
     if not models:
         raise TaggerError("no photo has an embedding yet: run `tagger scan` first")
@@ -444,15 +445,12 @@ def _fit(
     cross-validated accuracy. The standardisation is folded into the coefficients, so that
     applying the label stays one dot product. Unscaled, the unit vectors' small values made
     the regularisation win: on the ImageNet sample it found 38% of held-out dogs, scaled 100%."""
-    try:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold, cross_val_score
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-    except ImportError:
-        raise TaggerError(
-            "training a label needs scikit-learn: pip install 'tagger[train]'"
-        ) from None
+    _require_scikit_learn()
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     features = np.concatenate([positives, negatives]).astype(np.float64)
     truth = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
 
@@ -467,6 +465,16 @@ def _fit(
     weights = regression.coef_[0] / scaler.scale_
     intercept = float(regression.intercept_[0] - weights @ scaler.mean_)
     return weights.astype(np.float32), intercept, accuracy
+
+
+def _require_scikit_learn() -> None:
+    """scikit-learn is the `train` extra: a one-line answer where it is not installed."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise TaggerError(
+            "training a label needs scikit-learn: pip install 'tagger[train]'"
+        ) from None
 
 
 def _check_own_name(name: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -268,3 +269,19 @@ def _index(photo: Path) -> int:
     """The ImageNet class index of a sample photo, from the shared README's order."""
     order = sorted(p.name.split("_")[0] for p in IMAGENET.glob("n*.JPEG"))
     return 2 * order.index(photo.name.split("_")[0])
+
+
+def test_train_without_scikit_learn_says_how_to_get_it(
+    tagger: Tagger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for photo in PHOTOS.glob("*.jpg"):
+        shutil.copy(photo, photos / photo.name)
+    assert tagger("scan", str(photos)).code == 0
+    for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now fails
+    result = tagger("train", "views", "--examples", str(photos))
+    assert result.code == 1
+    assert result.err == "error: training a label needs scikit-learn: pip install 'tagger[train]'\n"
