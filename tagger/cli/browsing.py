@@ -89,7 +89,7 @@ def query(
     a file name may hold a newline, which --format paths cannot show apart.
     """
     from tagger.query.language import Query, label_term
-    from tagger.service import label_resolver
+    from tagger.service.own import label_resolver
     from tagger.store.search import find
 
     parsed = parse_terms(terms, app)
@@ -314,7 +314,7 @@ def duplicates(app: App, threshold: float | None, fmt: str) -> None:
 
 
 def _near_duplicates(app: App, threshold: float, fmt: str) -> None:
-    from tagger.service import near_duplicates
+    from tagger.service.similar import near_duplicates
 
     groups = near_duplicates(app.settings(), app.store(), threshold)
     if fmt == "json":

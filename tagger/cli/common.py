@@ -132,7 +132,7 @@ def parse_terms(terms: Sequence[str], app: App | None = None) -> Query:
     """Query terms, with a note on stderr for each label name that means several things.
     With `app`, labels of one's own in its database are known too."""
     from tagger.query.language import parse
-    from tagger.service import label_resolver
+    from tagger.service.own import label_resolver
 
     parsed = parse(terms, resolve=label_resolver(app.store if app else None))
     print_notes(parsed)

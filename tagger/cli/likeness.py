@@ -42,8 +42,8 @@ def similar(app: App, photo: str, limit: int, min_similarity: float, fmt: str) -
     the sha256 of stored content. Similarity is the cosine of the two photos' embeddings
     (the model's pooled features); the photo itself is never listed.
     """
-    from tagger.service import similar as find_similar
-    from tagger.service import similar_target, vector_index
+    from tagger.service.similar import similar as find_similar
+    from tagger.service.similar import similar_target, vector_index
 
     settings = app.settings()
     store = app.store()
@@ -93,7 +93,7 @@ def train(app: App, name: str, examples: tuple[Path, ...], negatives: tuple[Path
     on the web page). Find it with `tagger query label:NAME`; forget it with
     `tagger untrain NAME`.
     """
-    from tagger.service import train_label
+    from tagger.service.own import train_label
 
     result = train_label(app.store(), name, examples, negatives)
     click.echo(
@@ -109,7 +109,7 @@ def train(app: App, name: str, examples: tuple[Path, ...], negatives: tuple[Path
 @pass_app
 def untrain(app: App, name: str) -> None:
     """Forget a label of your own: its model, its training set and its tags."""
-    from tagger.service import untrain_label
+    from tagger.service.own import untrain_label
 
     untrain_label(app.store(), name)
     click.echo(f"removed the label {name!r}")

@@ -59,7 +59,7 @@ class WebContext:
     def mark(self, sha256: str, name: str, positive: bool) -> str:
         """A person's word on a label of their own for this photo: a training example
         (`service.mark_label`); 400 for a name or photo that cannot be one."""
-        from tagger.service import mark_label
+        from tagger.service.own import mark_label
 
         try:
             return mark_label(self.store, name.strip(), sha256, positive)
@@ -69,7 +69,7 @@ class WebContext:
     def similar(self, sha256: str, limit: int, min_similarity: float) -> list[dict[str, Any]]:
         """The stored photos most like this content (the CLI's `tagger similar`); 404 for
         content not stored or without an embedding yet."""
-        from tagger.service import similar, similar_target, vector_index
+        from tagger.service.similar import similar, similar_target, vector_index
 
         try:
             target = similar_target(self.store, sha256)
@@ -88,7 +88,7 @@ class WebContext:
 
     def query(self, text: str) -> Query:
         """The CLI's query language; a malformed query is a 400 saying where."""
-        from tagger.service import label_resolver
+        from tagger.service.own import label_resolver
 
         try:
             return parse(shlex.split(text), resolve=label_resolver(lambda: self.store))
