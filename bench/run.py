@@ -113,10 +113,11 @@ def tagger_child(args: argparse.Namespace) -> dict[str, Any]:
 
     class Timed:
         spec, id, batch_size = model.spec, model.id, model.batch_size
+        label_rules = model.label_rules
 
-        def classify(self, pixels: Any, top_k: int = 5) -> Any:
+        def analyse(self, pixels: Any, top_k: int = 5) -> Any:
             start = time.perf_counter()
-            out = model.classify(pixels, top_k)
+            out = model.analyse(pixels, top_k)
             inference[0] += time.perf_counter() - start
             inference[1] += len(pixels)
             return out

@@ -109,6 +109,8 @@ class Tagged:
     decoded: Decoded
     tags: list[Tag]
     model: ModelId
+    # The pooled features, L2-normalised float16: stored beside the tags, same transaction.
+    embedding: npt.NDArray[np.float16] | None = None
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,11 @@ def _status_text(report: dict[str, Any]) -> str:
         f"  {report['images_tagged']} images tagged, {report['images_failed']} failed; "
         f"{report['files']} files ({report['files_missing']} missing)",
     ]
+    if report.get("images_without_embedding"):
+        lines.append(
+            f"  {report['images_without_embedding']} tagged images have no embedding yet"
+            " (the next scan analyses them again)"
+        )
     return "\n".join(lines)
 
 

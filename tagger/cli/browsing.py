@@ -88,13 +88,13 @@ def query(
     every tagged file with its best label. In scripts, read paths with -0 (NUL-ended):
     a file name may hold a newline, which --format paths cannot show apart.
     """
-    from tagger.labels.hierarchy import hierarchy
     from tagger.query.language import Query, label_term
+    from tagger.service.own import label_resolver
     from tagger.store.search import find
 
-    parsed = parse_terms(terms)
+    parsed = parse_terms(terms, app)
     if label is not None:  # resolved on its own: its errors need no query column
-        named = label_term(hierarchy().resolve(label), names=[label])
+        named = label_term(label_resolver(app.store)(label), names=[label])
         parsed = Query((named, *parsed.terms))
         print_notes(Query((named,)))
     threshold = app.min_score(min_score)
@@ -150,7 +150,7 @@ def export(
         raise TaggerError(f"--query {terms!r}: {exc}") from None
     threshold = app.min_score(min_score)
     language = app.language(lang)
-    files = exported(app.store(), parse_terms(words), threshold, language)
+    files = exported(app.store(), parse_terms(words, app), threshold, language)
     try:
         if fmt == "json":
             for file in files:
@@ -206,6 +206,7 @@ def show(app: App, path: Path, fmt: str, lang: str | None) -> None:
         "tagger labels --min-score 0.5 --format csv",
         "tagger labels --all | grep -i terrier",
         "tagger labels --tree",
+        "tagger labels --own",
     )
 )
 @min_score_option("[default: query.min_score, 0.1]")
@@ -216,14 +217,33 @@ def show(app: App, path: Path, fmt: str, lang: str | None) -> None:
     help="list every label: the model's 1000 classes, then the WordNet labels above them",
 )
 @click.option("--tree", is_flag=True, help="counts as a tree: each label under its ancestor")
+@click.option(
+    "--own", is_flag=True, help="list the labels of your own (tagger train) and their training"
+)
 @format_option()
 @lang_option
 @pass_app
 def labels(
-    app: App, min_score: float | None, all_labels: bool, tree: bool, fmt: str, lang: str | None
+    app: App,
+    min_score: float | None,
+    all_labels: bool,
+    tree: bool,
+    own: bool,
+    fmt: str,
+    lang: str | None,
 ) -> None:
-    """Count files per label (model classes and derived ones such as dog), most common first."""
+    """Count files per label (model classes, derived ones such as dog, and your own, marked
+    "(own)"), most common first."""
     language = app.language(lang)
+    if own:
+        from dataclasses import asdict
+
+        from tagger.store.own import own_labels
+
+        rows = [asdict(label) for label in own_labels(app.store())]
+        columns = ["name", "examples", "negatives", "accuracy", "trained", "trained_at"]
+        print_rows(rows, columns, fmt, empty="no labels of your own (see tagger train)")
+        return
     if tree:
         from tagger.store.reports import label_tree
 
@@ -245,16 +265,43 @@ def labels(
 
     threshold = app.min_score(min_score)
     counts = label_counts(app.store(), threshold, language)
+    if fmt == "table":
+        counts = [
+            row | {"label": f"{row['label']} (own)"} if row.get("own") else row for row in counts
+        ]
     print_rows(counts, ["label", "files"], fmt, empty="no tags yet", language=language)
 
 
-@click.command(epilog=example("tagger duplicates", "tagger duplicates --format json"))
+NEAR_DUPLICATE = 0.75  # cosine; measured on real photos: README, "Near-duplicates"
+
+
+@click.command(
+    epilog=example(
+        "tagger duplicates",
+        "tagger duplicates --format json",
+        "tagger duplicates --similar",
+        "tagger duplicates --similar 0.95",
+    )
+)
+@click.option(
+    "--similar",
+    "threshold",
+    type=click.FloatRange(0, 1),
+    is_flag=False,
+    flag_value=NEAR_DUPLICATE,
+    default=None,
+    help=f"near-duplicates instead: resized, re-compressed, cropped copies, at least this"
+    f" alike (cosine of their embeddings) [default with no value: {NEAR_DUPLICATE}]",
+)
 @format_option("table", "json")
 @pass_app
-def duplicates(app: App, fmt: str) -> None:
-    """List groups of paths that hold identical content."""
+def duplicates(app: App, threshold: float | None, fmt: str) -> None:
+    """List groups of paths that hold identical content (or, --similar, alike content)."""
     from tagger.store.reports import duplicate_groups
 
+    if threshold is not None:
+        _near_duplicates(app, threshold, fmt)
+        return
     groups = duplicate_groups(app.store())
     if fmt == "json":
         click.echo(json.dumps(groups, indent=2, ensure_ascii=False))
@@ -262,6 +309,21 @@ def duplicates(app: App, fmt: str) -> None:
         click.echo("no duplicates", err=True)
     for group in groups if fmt == "table" else []:
         click.echo(f"{group['sha256'][:12]}  {len(group['paths'])} copies")
+        for path in group["paths"]:
+            click.echo(f"  {printable(path)}")
+
+
+def _near_duplicates(app: App, threshold: float, fmt: str) -> None:
+    from tagger.service.similar import near_duplicates
+
+    groups = near_duplicates(app.settings(), app.store(), threshold)
+    if fmt == "json":
+        click.echo(json.dumps(groups, indent=2, ensure_ascii=False))
+        return
+    if not groups:
+        click.echo(f"no near-duplicates at {threshold} or more alike", err=True)
+    for group in groups:
+        click.echo(f"{len(group['paths'])} alike (similarity {group['similarity']} or more)")
         for path in group["paths"]:
             click.echo(f"  {printable(path)}")
 

@@ -128,11 +128,13 @@ def overrides(model: str | None, batch_size: int | None) -> dict[str, Any]:
     return changed
 
 
-def parse_terms(terms: Sequence[str]) -> Query:
-    """Query terms, with a note on stderr for each label name that means several things."""
+def parse_terms(terms: Sequence[str], app: App | None = None) -> Query:
+    """Query terms, with a note on stderr for each label name that means several things.
+    With `app`, labels of one's own in its database are known too."""
     from tagger.query.language import parse
+    from tagger.service.own import label_resolver
 
-    parsed = parse(terms)
+    parsed = parse(terms, resolve=label_resolver(app.store if app else None))
     print_notes(parsed)
     return parsed
 

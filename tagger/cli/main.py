@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from tagger import __version__
-from tagger.cli import admin, browsing, tagging
+from tagger.cli import admin, browsing, likeness, tagging
 from tagger.cli.boundary import (
     OutputError,
     abandon_output,
@@ -84,6 +84,9 @@ for command in (
     browsing.show,
     browsing.labels,
     browsing.duplicates,
+    likeness.similar,
+    likeness.train,
+    likeness.untrain,
     browsing.errors,
     tagging.predict,
     tagging.xmp,

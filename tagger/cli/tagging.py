@@ -245,7 +245,7 @@ def retag(app: App, terms: tuple[str, ...], min_score: float | None) -> None:
     """
     from tagger.service import retag as mark_for_retag
 
-    count = mark_for_retag(app.store(), parse_terms(terms), app.min_score(min_score))
+    count = mark_for_retag(app.store(), parse_terms(terms, app), app.min_score(min_score))
     click.echo(f"{count} images will be tagged again by the next scan of their folders")
 
 
@@ -291,7 +291,7 @@ def xmp(app: App, terms: tuple[str, ...], mode: str | None, min_score: float | N
         raise click.UsageError("say where sidecars go: --mode mirror|beside, or set xmp.write")
     store = app.store()
     sidecars = Sidecars(settings, store, chosen)
-    paths = [row["path"] for row in find(store, parse_terms(terms), app.min_score(min_score))]
+    paths = [row["path"] for row in find(store, parse_terms(terms, app), app.min_score(min_score))]
     failed = 0
     for path in tqdm(paths, unit="file", disable=not sys.stderr.isatty(), dynamic_ncols=True):
         outcome = sidecars.write(path)

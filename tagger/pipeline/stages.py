@@ -114,10 +114,10 @@ def decode_or_fail(
 
 
 def classify(classifier: Classifier, images: list[Decoded]) -> list[Tagged]:
-    """One forward pass for the batch; the results carry no pixels, so that a stalled
-    writer does not hold 150 kB an image."""
-    tags = classifier.classify(np.stack([image.pixels for image in images]))
+    """One forward pass for the batch: tags and embeddings. The results carry no pixels, so
+    that a stalled writer does not hold 150 kB an image."""
+    tags, embeddings = classifier.analyse(np.stack([image.pixels for image in images]))
     return [
-        Tagged(dataclasses.replace(image, pixels=_NO_PIXELS), image_tags, classifier.id)
-        for image, image_tags in zip(images, tags, strict=True)
+        Tagged(dataclasses.replace(image, pixels=_NO_PIXELS), image_tags, classifier.id, vector)
+        for image, image_tags, vector in zip(images, tags, embeddings, strict=True)
     ]

@@ -94,7 +94,12 @@ def label_term(
 ) -> LabelTerm:
     """The term matching `synsets` and everything below them (`label:dog` and the breeds)."""
     tree = hierarchy()
-    wnids = frozenset(w for s in synsets for w in tree.subtree(s.wnid))
+    wnids = frozenset(
+        w
+        for s in synsets
+        # a label of one's own (`own:3`) has nothing below it
+        for w in (tree.subtree(s.wnid) if s.wnid in tree.synsets else {s.wnid})
+    )
     return LabelTerm(tuple(synsets), wnids, negate, tuple(names))
 
 

@@ -22,6 +22,7 @@ from tagger.records import Gone, Link, Moved, Tagged
 from tagger.sidecars.xmp import SidecarError, merged
 from tagger.store.database import Store
 from tagger.store.reports import file_report
+from tagger.store.schema import OWN_PREFIX
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -93,6 +94,8 @@ class Sidecars:
         return [
             [shown(kept[w]["label"], w, self._language) for w in chain]
             for chain in sorted(leaves, key=lambda c: -kept[c[-1]]["score"])
+        ] + [  # labels of one's own: a keyword each, outside the hierarchy
+            [tag["label"]] for wnid, tag in kept.items() if wnid.startswith(OWN_PREFIX)
         ]
 
     # Keeping up with the daemon.

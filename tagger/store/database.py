@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from tagger.errors import SchemaError, TaggerError
 from tagger.records import ModelId
-from tagger.store.schema import File, Image, ImageStatus
+from tagger.store.schema import Embedding, File, Image, ImageStatus
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # The schema revision this tagger needs: the head of migrations/, written out so that
 # opening a database imports no Alembic and reads no migration (a third of a query's
 # start-up); tests/store/test_store.py checks that the two agree.
-SCHEMA_HEAD = "e3b7d41c9a05"
+SCHEMA_HEAD = "e3b8d41c7f20"
 T = TypeVar("T")
 _BUSY_TIMEOUT_S = 30
 _DB_MODE = 0o640
@@ -397,11 +397,15 @@ class ImageState:
     status: str
     model: ModelId | None
     error: str | None = None
+    embedded: bool = True
 
     def current(self, model: ModelId) -> bool:
-        """True when nothing is left to do: tagged by this model, known bad content, or
-        tagged before but unreadable now (kept as it was until `tagger retag`)."""
-        return self.status == ImageStatus.FAILED or self.model == model or self.error is not None
+        """True when nothing is left to do: tagged by this model with its embedding stored,
+        known bad content, or tagged before but unreadable now (kept as it was until
+        `tagger retag`). Content tagged before embeddings were stored is analysed again."""
+        if self.status == ImageStatus.FAILED or self.error is not None:
+            return True
+        return self.model == model and self.embedded
 
 
 class Store:
@@ -446,6 +450,7 @@ class Store:
         query = (
             select(File.size, File.mtime_ns, File.missing_since, *_IMAGE_STATE)
             .outerjoin(Image, File.image_id == Image.id)
+            .outerjoin(Embedding, Embedding.image_id == Image.id)
             .where(File.path == path)
         )
         with self.engine.connect() as connection:
@@ -458,7 +463,9 @@ class Store:
     def image_state(self, sha256: str) -> ImageState | None:
         with self.engine.connect() as connection:
             row = connection.execute(
-                select(*_IMAGE_STATE).where(Image.sha256 == sha256)
+                select(*_IMAGE_STATE)
+                .outerjoin(Embedding, Embedding.image_id == Image.id)
+                .where(Image.sha256 == sha256)
             ).one_or_none()
         return _image_state(*row) if row is not None else None
 
@@ -466,10 +473,17 @@ class Store:
         self.engine.dispose()
 
 
-_IMAGE_STATE = (Image.status, Image.model, Image.weights_sha256, Image.error)
+_IMAGE_STATE = (
+    Image.status,
+    Image.model,
+    Image.weights_sha256,
+    Image.error,
+    Embedding.id.is_not(None).label("embedded"),
+)
 
 
 def _image_state(
-    status: str, model: str | None, weights_sha256: str | None, error: str | None
+    status: str, model: str | None, weights_sha256: str | None, error: str | None, embedded: bool
 ) -> ImageState:
-    return ImageState(status, ModelId(model, weights_sha256 or "") if model else None, error)
+    model_id = ModelId(model, weights_sha256 or "") if model else None
+    return ImageState(status, model_id, error, bool(embedded))

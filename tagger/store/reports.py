@@ -13,7 +13,8 @@ from sqlalchemy import Select, func, select
 from tagger.labels.hierarchy import hierarchy
 from tagger.labels.names import Language, chinese, with_chinese
 from tagger.store.database import Store
-from tagger.store.schema import PRESENT, File, Image, ImageStatus, Tag
+from tagger.store.schema import OWN_PREFIX, PRESENT, File, Image, ImageStatus, Tag
+from tagger.store.vectors import missing_embeddings
 
 Row = dict[str, Any]
 
@@ -146,9 +147,17 @@ def label_counts(store: Store, min_score: float, language: Language = "en") -> l
     )
     with store.session() as session:
         rows = session.execute(statement).all()
+    own = {"own": True}  # a label of one's own (`tagger train`): marked as such
     if language == "zh":
-        return [{"label": label, "label_zh": chinese(w), "files": n} for label, n, w in rows]
-    return [{"label": label, "files": count} for label, count, _ in rows]
+        return [
+            {"label": label, "label_zh": chinese(w), "files": n}
+            | (own if w.startswith(OWN_PREFIX) else {})
+            for label, n, w in rows
+        ]
+    return [
+        {"label": label, "files": count} | (own if w.startswith(OWN_PREFIX) else {})
+        for label, count, w in rows
+    ]
 
 
 def duplicate_groups(store: Store) -> list[Row]:
@@ -205,6 +214,8 @@ def totals(store: Store) -> Row:
         "images_failed": images.get(ImageStatus.FAILED, 0),
         "files": files.get(False, 0),
         "files_missing": files.get(True, 0),
+        # Tagged before embeddings were stored: the next scan analyses them again.
+        "images_without_embedding": missing_embeddings(store),
     }
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -128,6 +129,70 @@ class Daemon(Base):
     state: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text)  # JSON: the status file's counts, queue, ...
 
+
+class Embedding(Base):
+    """An image's pooled features from the model that tagged it: L2-normalised float16
+    bytes (`dim` values), what similar photos and labels of one's own are computed from.
+    The row id orders additions, so that the vector index (store/vectors.py) can tell
+    what it has not seen yet."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (
+        # what the vector index checks before each search: count and newest id, per model,
+        # from the index alone (the rows are 2.5 kB each)
+        Index("ix_embeddings_model_id", "model", "weights_sha256", "id"),
+        {"sqlite_autoincrement": True},  # ids never reused (the vector index keys on them)
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), unique=True)
+    model: Mapped[str] = mapped_column(String(64))
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+    image: Mapped[Image] = relationship()
+
+
+class OwnLabel(Base):
+    """A label a person trained (`tagger train`): a logistic regression on embeddings of one
+    model, kept as numbers (coefficients as float32 bytes), never as a pickle. Its tags carry
+    `wnid` = `own:<id>` (OWN_PREFIX), an id space apart from WordNet's."""
+
+    __tablename__ = "own_labels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    model: Mapped[str] = mapped_column(String(64))
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    dim: Mapped[int] = mapped_column(Integer)
+    # None until it has enough examples (photos marked on the web page, one at a time)
+    coefficients: Mapped[bytes | None] = mapped_column(LargeBinary)
+    intercept: Mapped[float | None] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    trained_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    examples: Mapped[list[OwnExample]] = relationship(
+        back_populates="label", cascade="all, delete-orphan"
+    )
+
+
+class OwnExample(Base):
+    """One photo of a label's training set, by content: an example (positive) or not."""
+
+    __tablename__ = "own_examples"
+    __table_args__ = (UniqueConstraint("label_id", "sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("own_labels.id", ondelete="CASCADE"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    positive: Mapped[bool] = mapped_column(Boolean)
+
+    label: Mapped[OwnLabel] = relationship(back_populates="examples")
+
+
+OWN_PREFIX = "own:"  # the wnid of an own label's tags: own:<own_labels.id>
+OWN_RANK = 1000  # own labels' tags rank from here (OWN_RANK + id): apart from the model's
 
 # Answers leave out deleted paths until `tagger prune`.
 PRESENT = File.missing_since.is_(None)

@@ -24,6 +24,7 @@ from tagger.records import (
     FileInfo,
     Gone,
     Link,
+    ModelId,
     Moved,
     Seen,
     Swept,
@@ -31,9 +32,11 @@ from tagger.records import (
     utcnow,
 )
 from tagger.store.database import Store
+from tagger.store.own import OwnModel, own_models, own_tags
 from tagger.store.rows import Rows, move, sweep, under, upsert_file
 from tagger.store.schema import File, Image, ImageStatus
 from tagger.store.schema import Tag as TagRow
+from tagger.store.vectors import replace_embedding
 
 log = logging.getLogger(__name__)
 _MAX_RETRY_WAIT = 30.0  # seconds between tries while the database cannot be written
@@ -84,6 +87,7 @@ class StoreWriter:
         # Bounded: when the database stalls (disk full), the pipeline waits instead of piling up.
         self._queue: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_LIMIT)
         self._pending_links: defaultdict[str, list[FileInfo]] = defaultdict(list)
+        self._own: dict[ModelId, list[OwnModel]] = {}
         self._closing = threading.Event()
         self._error: BaseException | None = None
         self._dropped = 0  # operations not stored because a stop came while the database was locked
@@ -284,6 +288,7 @@ class StoreWriter:
 
     def _write_ops(self, session: Session, ops: list[Any], now: Any) -> None:
         rows = Rows(session, ops)
+        self._own = {}  # labels of one's own, read once a transaction
         for op in ops:
             if isinstance(op, Gone | Moved | Swept):  # bulk updates, after an autoflush
                 if isinstance(op, Gone):
@@ -323,6 +328,11 @@ class StoreWriter:
                 )
                 for t in op.tags
             ]
+            if op.embedding is not None:
+                replace_embedding(session, image, op.model, op.embedding)
+                if op.model not in self._own:
+                    self._own[op.model] = own_models(session, op.model)
+                image.tags += own_tags(self._own[op.model], op.embedding)
             self._link_all(rows, image, op.decoded.hashed.file, now)
         elif isinstance(op, Failure) and op.transient:
             if op.sha256 is not None:  # its duplicates are found again next time

@@ -198,6 +198,43 @@ async def image(request: Request) -> Response:
     return JSONResponse(report)
 
 
+SIMILAR_LIMIT = 100  # photos one request may ask for
+
+
+async def similar(request: Request) -> Response:
+    """`GET /api/images/{sha256}/similar?limit=12&min_similarity=0.5`: the stored photos
+    most like this one, best first, as `tagger similar` finds them."""
+    ctx = context(request)
+    sha256 = check_sha256(request.path_params["sha256"])
+    limit = int_param(request, "limit", 12, 1, SIMILAR_LIMIT)
+    raw = request.query_params.get("min_similarity") or "0"
+    try:
+        min_similarity = float(raw)
+    except ValueError:
+        raise HTTPError(400, f"min_similarity must be a number, not {raw!r}") from None
+    if not -1 <= min_similarity <= 1:
+        raise HTTPError(400, "min_similarity must be from -1 to 1")
+    rows = await in_thread(ctx.similar, sha256, limit, min_similarity)
+    return JSONResponse({"sha256": sha256, "similar": rows})
+
+
+async def mark(request: Request) -> Response:
+    """`POST /api/images/{sha256}/labels` with JSON `{"name": "bruno", "example": true}`:
+    this photo is (or, false, is not) an example of a label of one's own; the label is
+    trained once it has 5 examples, and retrained with each mark after that."""
+    ctx = context(request)
+    sha256 = check_sha256(request.path_params["sha256"])
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HTTPError(400, 'send JSON: {"name": "...", "example": true}') from None
+    name, example = (body.get("name"), body.get("example")) if isinstance(body, dict) else (0, 0)
+    if not isinstance(name, str) or not isinstance(example, bool):
+        raise HTTPError(400, 'send JSON: {"name": "...", "example": true}')
+    message = await in_thread(ctx.mark, sha256, name, example)
+    return JSONResponse({"message": message})
+
+
 async def thumbnail(request: Request) -> Response:
     ctx = context(request)
     sha256 = check_sha256(request.path_params["sha256"])

@@ -18,7 +18,9 @@ from tagger.config import Settings
 from tagger.errors import TaggerError
 from tagger.labels.names import LANGUAGES, Language
 from tagger.query.language import Query, parse
+from tagger.records import ModelId
 from tagger.store.database import Store
+from tagger.store.index import VectorIndex
 from tagger.store.reports import present_paths
 from tagger.web.metrics import Metrics
 from tagger.web.predict import SharedClassifier
@@ -51,6 +53,31 @@ class WebContext:
     _real_roots: list[Path] = field(default_factory=list)
     # One upload decoded at a time: what it costs in memory is bounded by web.max_pixels.
     decoding: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    # Vector indexes of similar photos, one per model, loaded on first use and kept.
+    _indexes: dict[ModelId, VectorIndex] = field(default_factory=dict)
+
+    def mark(self, sha256: str, name: str, positive: bool) -> str:
+        """A person's word on a label of their own for this photo: a training example
+        (`service.mark_label`); 400 for a name or photo that cannot be one."""
+        from tagger.service.own import mark_label
+
+        try:
+            return mark_label(self.store, name.strip(), sha256, positive)
+        except TaggerError as exc:
+            raise HTTPError(400, str(exc)) from None
+
+    def similar(self, sha256: str, limit: int, min_similarity: float) -> list[dict[str, Any]]:
+        """The stored photos most like this content (the CLI's `tagger similar`); 404 for
+        content not stored or without an embedding yet."""
+        from tagger.service.similar import similar, similar_target, vector_index
+
+        try:
+            target = similar_target(self.store, sha256)
+        except TaggerError as exc:
+            raise HTTPError(404, str(exc)) from None
+        if target.model not in self._indexes:
+            self._indexes[target.model] = vector_index(self.settings, self.store, target.model)
+        return similar(self.store, self._indexes[target.model], target, limit, min_similarity)
 
     def __post_init__(self) -> None:
         self._real_roots = [root.resolve() for root in self.roots]
@@ -61,8 +88,10 @@ class WebContext:
 
     def query(self, text: str) -> Query:
         """The CLI's query language; a malformed query is a 400 saying where."""
+        from tagger.service.own import label_resolver
+
         try:
-            return parse(shlex.split(text))
+            return parse(shlex.split(text), resolve=label_resolver(lambda: self.store))
         except ValueError as exc:  # shlex: an unclosed quote
             raise HTTPError(400, f"query {text!r}: {exc}") from None
         except TaggerError as exc:

@@ -7,9 +7,10 @@ import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from tagger.labels.names import LANGUAGES
@@ -84,13 +85,36 @@ async def labels(request: Request) -> Response:
     return _render(request, "labels.html", rows=rows, tree=tree, min_score=threshold)
 
 
+SIMILAR_STRIP = 8  # photos in the photo page's "similar photos" strip
+
+
 async def photo(request: Request) -> Response:
     ctx = context(request)
     sha256 = check_sha256(request.path_params["sha256"])
     report = await in_thread(reports.image_report, ctx.store, sha256, language(request))
     if report is None:  # maybe an upload on its way into the store: the page looks again
         return _render(request, "pending.html", 404, sha256=sha256)
-    return _render(request, "photo.html", image=report)
+    try:
+        alike = await in_thread(ctx.similar, sha256, SIMILAR_STRIP, 0.0)
+    except HTTPError:  # no embedding yet: the page shows no strip
+        alike = []
+    said = request.query_params.get("said", "")[:300]
+    return _render(request, "photo.html", image=report, similar=alike, said=said)
+
+
+async def mark(request: Request) -> Response:
+    """The photo page's forms: add a label of one's own, or say one is wrong."""
+    ctx = context(request)
+    sha256 = check_sha256(request.path_params["sha256"])
+    form = await request.form(max_files=0, max_fields=4)
+    name, verdict = form.get("name"), form.get("verdict")
+    if not isinstance(name, str) or verdict not in ("yes", "no"):
+        raise HTTPError(400, "the form needs a name and a verdict (yes or no)")
+    try:
+        said = await in_thread(ctx.mark, sha256, name, verdict == "yes")
+    except HTTPError as refused:
+        said = refused.message
+    return RedirectResponse(f"/photos/{sha256}?{urlencode({'said': said})}", status_code=303)
 
 
 async def status(request: Request) -> Response:

@@ -17,6 +17,7 @@ import torch
 
 from tagger.config import load_settings
 from tagger.errors import RuntimeUnavailable, WeightsError
+from tagger.inference.base import Analysis
 from tagger.inference.runtimes import (
     ARTEFACT_FORMAT,
     artefact_dir,
@@ -211,6 +212,10 @@ def test_batch_size_0_gathers_the_fastest_batch_for_the_precision(
         def classify(self, pixels: np.ndarray) -> list[list[Tag]]:
             sizes.append(len(pixels))
             return int8.classify(pixels)
+
+        def analyse(self, pixels: np.ndarray) -> Analysis:
+            sizes.append(len(pixels))
+            return int8.analyse(pixels)
 
     settings = load_settings(db=str(tmp_path / "t.db"), batch={"max_wait": 60})
     assert settings.batch.size == 0

@@ -54,6 +54,10 @@ class Counting:
         self.images += len(pixels)
         return self.inner.classify(pixels)
 
+    def analyse(self, pixels: np.ndarray) -> Any:
+        self.images += len(pixels)
+        return self.inner.analyse(pixels)
+
 
 class Running:
     def __init__(self, daemon: Daemon, thread: threading.Thread, stop: threading.Event) -> None:

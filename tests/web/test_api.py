@@ -324,3 +324,87 @@ def test_silent_connections_are_closed(
         with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
             assert idle.recv(1) == b""  # closed by the server, no request sent
         assert served.client.get("/healthz").status_code == 200
+
+
+def test_similar_photos_in_the_api_and_on_the_photo_page(served: Served, tmp_path: Path) -> None:
+    from PIL import Image
+
+    small = tmp_path / "cat <small>.jpg"
+    with Image.open(CAT) as cat:
+        cat.resize((cat.width // 3, cat.height // 3)).save(small, quality=60)
+    shas = {}
+    for photo in (CAT, small, PHOTOS / "coral_hot_dog.jpg"):
+        answer = served.upload(photo)
+        assert answer.status_code == 201, answer.text
+        shas[photo.name] = answer.json()["uploads"][0]["sha256"]
+    wait_for(lambda: len(served.tagged("")) == 3, what="the uploads to be tagged")
+    cat_sha = shas[CAT.name]
+    answer = served.client.get(f"/api/images/{cat_sha}/similar")
+    assert answer.status_code == 200, answer.text
+    rows = answer.json()["similar"]
+    assert [row["sha256"] for row in rows] == [shas[small.name], shas["coral_hot_dog.jpg"]]
+    assert rows[0]["similarity"] > 0.85 > rows[1]["similarity"]
+    limited = served.client.get(f"/api/images/{cat_sha}/similar", params={"limit": 1}).json()
+    assert len(limited["similar"]) == 1
+    too_many = served.client.get(f"/api/images/{cat_sha}/similar", params={"limit": 101})
+    assert too_many.status_code == 400 and "limit" in too_many.json()["error"]
+    odd = served.client.get(f"/api/images/{cat_sha}/similar", params={"min_similarity": "x"})
+    assert odd.status_code == 400
+    unknown = served.client.get(f"/api/images/{'0' * 64}/similar")
+    assert unknown.status_code == 404 and "error" in unknown.json()
+    page = served.client.get(f"/photos/{cat_sha}").text
+    assert "Similar photos" in page and f"/photos/{shas[small.name]}" in page
+    assert "cat <small>" not in page and "cat &lt;small&gt;" in page
+
+
+def test_photos_marked_on_the_page_train_a_label_of_ones_own(served: Served) -> None:
+    geysers = sorted(PHOTOS.glob("orientation_*.jpg"))
+    shas = {}
+    calibration = PHOTOS.parent.parent / "tagger" / "data" / "calibration"
+    others = [calibration / f"coral_{name}.jpg" for name in ("bird", "owl", "face", "pets")]
+    for photo in [
+        *geysers,
+        CAT,
+        PHOTOS / "coral_hot_dog.jpg",
+        PHOTOS / "coral_parrot.jpg",
+        *others,
+    ]:
+        answer = served.upload(photo)
+        assert answer.status_code == 201, answer.text
+        shas[photo.name] = answer.json()["uploads"][0]["sha256"]
+    wait_for(lambda: len(served.tagged("")) == len(shas), what="the uploads to be tagged")
+
+    def mark(photo: Path, example: bool = True) -> httpx.Response:
+        return served.client.post(
+            f"/api/images/{shas[photo.name]}/labels",
+            json={"name": "old faithful", "example": example},
+        )
+
+    for photo in geysers[:4]:
+        answer = mark(photo)
+        assert answer.status_code == 200, answer.text
+    assert "4 of 5 examples so far" in answer.json()["message"]
+    assert served.tagged('label:"old faithful"') == []
+    answer = mark(geysers[4])
+    assert "retrained on 5 examples" in answer.json().get("message", ""), answer.text
+    found = {row["sha256"] for row in served.tagged('label:"old faithful"')}
+    assert shas[geysers[5].name] in found and shas[CAT.name] not in found
+    # "Wrong" on the page: a negative example, and the label retrained without it
+    page = served.client.get(f"/photos/{shas[geysers[5].name]}").text
+    assert "Wrong" in page and "yours" in page
+    said = served.client.post(
+        f"/photos/{shas[geysers[5].name]}/labels",
+        data={"name": "old faithful", "verdict": "no"},
+        headers={"Origin": str(served.client.base_url).rstrip("/")},
+    )
+    assert said.status_code == 303 and "retrained" in said.headers["location"]
+    found = {row["sha256"] for row in served.tagged('label:"old faithful"')}
+    assert shas[geysers[5].name] not in found and shas[geysers[0].name] in found
+    assert mark(CAT).status_code == 200
+    refused = served.client.post(
+        f"/api/images/{shas[CAT.name]}/labels", json={"name": "hotdog", "example": True}
+    )
+    assert refused.status_code == 400 and "label of the model" in refused.json()["error"]
+    assert (
+        served.client.post(f"/api/images/{shas[CAT.name]}/labels", content=b"x").status_code == 400
+    )

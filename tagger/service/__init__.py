@@ -1,6 +1,7 @@
-"""The use cases both interfaces call (the CLI now, the web page next): loading the model
-from the settings, predicting without storing, the status report, the label catalogue, and
-the one-off writes. Each returns plain data; printing or rendering it is the caller's."""
+"""The use cases both interfaces call (the CLI and the web page): loading the model from
+the settings, predicting without storing, the status report, the label catalogue, and the
+one-off writes; `similar.py` (similar photos, near-duplicates) and `own.py` (labels of one's
+own) beside it. Each returns plain data; printing or rendering it is the caller's."""
 
 from __future__ import annotations
 
