@@ -30,6 +30,8 @@ COPY tagger /src/tagger
 COPY migrations /src/migrations
 RUN /opt/tagger/bin/pip install -c /src/docker/constraints.txt "/src${EXTRAS:+[$EXTRAS]}" \
  && /opt/tagger/bin/pip check
+# binutils' strip, for slim.sh: the vector search's libraries carry 48 MB of symbols.
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends binutils >/dev/null
 COPY docker/slim.sh /src/docker/slim.sh
 RUN sh /src/docker/slim.sh /opt/tagger
 

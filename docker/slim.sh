@@ -1,8 +1,8 @@
 #!/bin/sh
 # Drop what tagger never loads from a finished venv (the image's size is a feature):
 # OpenVINO's GPU and NPU plugins and the frontends for formats other than ONNX and its own
-# IR, C/C++ headers, test suites, and pip itself. Then compile the bytecode once, so that a
-# read-only container does not recompile at every start.
+# IR, C/C++ headers, test suites, symbol tables, and pip itself. Then compile the bytecode
+# once, so that a read-only container does not recompile at every start.
 set -eu
 venv=$1
 site=$(echo "$venv"/lib/python3*/site-packages)
@@ -23,4 +23,10 @@ rm -rf "$site"/pip "$site"/pip-* "$site"/setuptools "$site"/setuptools-* "$site"
     "$site"/distutils-precedence.pth \
     "$venv"/bin/pip*
 find "$site" -name "*.pyi" -delete
+# Symbol tables nothing reads at run time (numkong's 44 MB library is 4 MB without). Only
+# these two: libraries that auditwheel's patchelf rewrote (numpy.libs, ...) break if
+# stripped.
+if command -v strip >/dev/null; then
+    strip --strip-unneeded "$site"/numkong/_numkong*.so "$site"/usearch/compiled*.so
+fi
 "$venv"/bin/python -m compileall -q -j 0 "$site" >/dev/null || true

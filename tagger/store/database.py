@@ -8,6 +8,7 @@ import logging
 import os
 import shlex
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -169,7 +170,7 @@ def migrations_dir() -> Path:
 def alembic_config(engine: Engine) -> Config:
     from alembic.config import Config
 
-    config = Config()
+    config = Config(stdout=sys.stdout)  # now: its default is the stdout of its first import
     config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["engine"] = engine
     return config
