@@ -157,3 +157,26 @@ def test_an_interrupted_backfill_resumes_with_what_is_missing(
     assert second.counts[Outcome.UNCHANGED] == 3
     assert second.counts[Outcome.NEW] == total - 3
     assert len(tags(db_url)) == total
+
+
+def test_an_actor_loads_the_shipped_artefact_without_torch(ray_cluster: str) -> None:
+    import ray
+
+    from tagger.service import load_classifier
+
+    settings = load_settings()
+    local = load_classifier(settings)
+
+    @ray.remote(num_cpus=1)
+    def loaded(load: Callable[[], Any]) -> tuple[str, Any, bool]:
+        import sys
+
+        classifier = load()
+        return type(classifier).__name__, classifier.id, "torch" in sys.modules
+
+    ray.init(address=ray_cluster, include_dashboard=False, log_to_driver=False)
+    try:
+        name, model, torch = ray.get(loaded.remote(functools.partial(load_classifier, settings)))
+    finally:
+        ray.shutdown()
+    assert (name, model, torch) == (type(local).__name__, local.id, False)
