@@ -58,7 +58,8 @@ log = logging.getLogger("tagger")
 @click.option(
     "--address",
     metavar="ADDRESS",
-    help="the Ray cluster (host:port of its head); default RAY_ADDRESS, else a local one",
+    help="the Ray cluster: auto (the one this machine joined with `ray start`) or its"
+    " head's host:port; default RAY_ADDRESS, else a new one on this machine",
 )
 @model_options
 @pass_app

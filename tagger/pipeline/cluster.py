@@ -126,12 +126,20 @@ class Backfill:
         if started_here:
             # The workers must not reach the network either: no usage stats sent.
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            ray.init(
-                address=self._address,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-            )
+            try:
+                ray.init(
+                    address=self._address,
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                )
+            except ConnectionError as exc:  # Ray's, after a minute of tries
+                raise TaggerError(
+                    f"cannot connect to the Ray cluster at {self._address or 'auto'}: {exc}."
+                    " The driver must be a node of the cluster: run `ray start --num-cpus=0"
+                    " --address=HEAD:6379` on this machine, then --address auto"
+                ) from None
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # not a line per dataset
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver has its own bar
         context.print_on_execution_start = False
@@ -210,7 +218,7 @@ class Backfill:
                 ClassifyRows,
                 fn_constructor_args=(self._load,),
                 batch_size=self._classifier.batch_size,
-                concurrency=_nodes(ray),
+                compute=ray.data.ActorPoolStrategy(size=_nodes(ray)),
                 num_cpus=1,
             )
         )
@@ -248,8 +256,10 @@ def _results(dataset: Any, writer: StoreWriter, stop: threading.Event) -> Iterat
 
 
 def _nodes(ray: Any) -> int:
-    """One model per machine: it uses the machine's cores itself."""
-    return max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
+    """One model per machine that offers CPUs (the model uses the machine's cores itself);
+    a driver that joined with --num-cpus=0 runs none."""
+    nodes = ray.nodes()
+    return max(1, sum(1 for n in nodes if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1))
 
 
 def require_ray() -> None:
