@@ -1,15 +1,16 @@
 """A backfill spread over a Ray cluster (`tagger scan --engine ray`, the `tagger[ray]` extra).
 
     driver: walk -> examine (unchanged? not read)
-    tasks:  hash_file, near the data
+    tasks:  hash_file, on the nodes (each reads the shared folder itself)
     driver: link_or_classify (the store's answer: known content is only linked)
     tasks:  decode_or_fail            actors: classify (each loads the model once)
     driver: the store's own writer, results written as they arrive
 
 The same stage functions as a local scan (stages.py), so labels, scores and dedup are the
-same; only the driver talks to the database. Every machine sees the photos at the same path
-(a shared folder) and has tagger installed. Killed halfway, a second run reads only what is
-missing: what arrived was committed, and `examine` skips it.
+same; only the driver talks to the database, so a laptop's SQLite file works as well as a
+shared PostgreSQL. Every machine sees the photos at the same path (a shared folder) and has
+tagger installed; the driver is a node of the cluster (docs/scale-out.md). Killed halfway,
+a second run reads only what is missing: what arrived was committed, and `examine` skips it.
 """
 
 from __future__ import annotations
