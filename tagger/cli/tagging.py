@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +31,7 @@ from tagger.cli.common import (
 from tagger.cli.output import width
 from tagger.config import Settings
 from tagger.pipeline.files import PhotoFilter, printable, walk_and_sweep
-from tagger.records import Outcome
+from tagger.records import Outcome, Summary, Swept
 from tagger.store.database import Store, sqlite_file
 
 if TYPE_CHECKING:
@@ -42,17 +44,42 @@ log = logging.getLogger("tagger")
     epilog=example(
         "tagger scan ~/Pictures /mnt/nas/photos",
         "tagger scan --model resnet18 --batch-size 32 ~/Pictures",
+        "tagger scan --engine ray --address head:6379 /mnt/nas/photos",
     )
 )
 @click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: threads on this machine; ray: spread over a Ray cluster (tagger[ray])",
+)
+@click.option(
+    "--address",
+    metavar="ADDRESS",
+    help="the Ray cluster: auto (the one this machine joined with `ray start`) or its"
+    " head's host:port; default RAY_ADDRESS, else a new one on this machine",
+)
 @model_options
 @pass_app
-def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int | None) -> None:
+def scan(
+    app: App,
+    folders: tuple[Path, ...],
+    engine: str,
+    address: str | None,
+    model: str | None,
+    batch_size: int | None,
+) -> None:
     """Tag every new or changed image under FOLDERS (files work too).
 
     Unchanged files are skipped without reading them; identical content is classified once
     and every path to it is recorded. Files that cannot be read are listed by `tagger errors`.
+    With --engine ray, hashing, decoding and the model run on a Ray cluster whose machines
+    see FOLDERS at the same path; results are written here (docs/scale-out.md).
     """
+    if address and engine != "ray":
+        raise click.UsageError("--address is for --engine ray")
     settings = app.settings(**overrides(model, batch_size))
     store = app.store(create=True)
     items = list(walk_and_sweep(folders, PhotoFilter(settings.scan), settings.scan.follow_symlinks))
@@ -71,21 +98,10 @@ def scan(app: App, folders: tuple[Path, ...], model: str | None, batch_size: int
             bar.update()
             log.info("%s %s", outcome.value, printable(path))
 
-        from tagger.pipeline.runner import Pipeline
-
-        sidecars = _sidecars(settings, store)
-        pipeline = Pipeline(
-            settings,
-            store,
-            app.classifier(settings),
-            report,
-            None if sidecars is None else sidecars.committed,
-        )
-        try:
-            summary = pipeline.run(items)
-        finally:
-            if sidecars is not None:
-                sidecars.close()
+        if engine == "ray":
+            summary = _backfill(app, settings, store, items, report, address)
+        else:
+            summary = _local(app, settings, store, items, report)
     click.echo(f"Scanned {summary} in {time.monotonic() - started:.1f}s.")
     if summary.counts[Outcome.FAILED]:
         click.echo("See `tagger errors` for why files failed.", err=True)
@@ -247,6 +263,61 @@ def retag(app: App, terms: tuple[str, ...], min_score: float | None) -> None:
 
     count = mark_for_retag(app.store(), parse_terms(terms, app), app.min_score(min_score))
     click.echo(f"{count} images will be tagged again by the next scan of their folders")
+
+
+def _local(
+    app: App,
+    settings: Settings,
+    store: Store,
+    items: list[Path | Swept],
+    report: Callable[[str, Outcome], None],
+) -> Summary:
+    """`scan`: the threaded pipeline on this machine."""
+    from tagger.pipeline.runner import Pipeline
+
+    sidecars = _sidecars(settings, store)
+    pipeline = Pipeline(
+        settings,
+        store,
+        app.classifier(settings),
+        report,
+        None if sidecars is None else sidecars.committed,
+    )
+    try:
+        return pipeline.run(items)
+    finally:
+        if sidecars is not None:
+            sidecars.close()
+
+
+def _backfill(
+    app: App,
+    settings: Settings,
+    store: Store,
+    items: list[Path | Swept],
+    report: Callable[[str, Outcome], None],
+    address: str | None,
+) -> Summary:
+    """`scan --engine ray`: the same stages, spread over a Ray cluster."""
+    from tagger.pipeline.cluster import Backfill, require_ray
+    from tagger.service import load_classifier
+
+    require_ray()
+    sidecars = _sidecars(settings, store)
+    backfill = Backfill(
+        settings,
+        store,
+        app.classifier(settings),
+        functools.partial(load_classifier, settings),
+        report,
+        None if sidecars is None else sidecars.committed,
+        address,
+    )
+    try:
+        return backfill.run(items)
+    finally:
+        if sidecars is not None:
+            sidecars.close()
 
 
 def _sidecars(settings: Settings, store: Store) -> Sidecars | None:

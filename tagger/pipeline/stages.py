@@ -1,6 +1,6 @@
 """Each per-file stage as a plain function, in the order the work flows:
 
-    examine (stat, limits, unchanged?) -> identify (SHA-256, known content?)
+    examine (stat, limits, unchanged?) -> identify (SHA-256, then link_or_classify)
       -> decode_or_fail -> classify
 
 The threaded runner and its sequential mode (runner.py) call these same functions, and so
@@ -89,7 +89,15 @@ class RecentContent:
 def identify(file: FileInfo, store: Store, model: ModelId, recent: RecentContent) -> Hashed | Link:
     """Hash the content, then decide: classify it (`Hashed`), or only record another path to
     content already tagged by this model or in flight (`Link`)."""
-    hashed = hash_file(file)
+    return link_or_classify(hash_file(file), store, model, recent)
+
+
+def link_or_classify(
+    hashed: Hashed, store: Store, model: ModelId, recent: RecentContent
+) -> Hashed | Link:
+    """`identify` once the content is hashed (a cluster backfill hashes near the data and
+    decides here, on the driver): content the store has tagged by `model`, or that is in
+    flight, is only linked."""
     known = store.image_state(hashed.sha256)
     if (known is not None and known.current(model)) or not recent.claim(hashed.sha256):
         return Link(hashed.file, hashed.sha256)

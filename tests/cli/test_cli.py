@@ -99,6 +99,22 @@ def test_scan_of_a_missing_folder_is_a_usage_error(
     assert result.code == 2 and "does not exist" in result.err
 
 
+def test_scan_on_ray_without_ray_says_what_to_install(
+    tagger: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    result = tagger("scan", "--engine", "ray", str(PHOTOS))
+    assert (result.code, result.err) == (
+        1,
+        "error: the Ray engine needs Ray: pip install 'tagger[ray]'\n",
+    )
+
+
+def test_an_address_is_only_for_the_ray_engine(tagger: Callable[..., Result]) -> None:
+    result = tagger("scan", "--address", "head:6379", str(PHOTOS))
+    assert result.code == 2 and "--address is for --engine ray" in result.err
+
+
 def test_model_list(tagger: Callable[..., Result]) -> None:
     result = tagger("model", "list")
     rows = {line.split()[0]: line for line in result.out.splitlines()[1:]}
