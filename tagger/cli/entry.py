@@ -3,23 +3,30 @@
 There tagger is PID 1, which the kernel never kills with a signal it has no handler for:
 until `tagger watch` installs its own handlers, a `docker stop` during start-up would be
 ignored and end in SIGKILL after the grace time (exit 137). So a handler goes in before
-the heavy imports, and a SIGTERM then ends the start-up with exit 0: nothing to drain yet.
+the heavy imports. A daemon stopped while starting has nothing to drain: exit 0. Any
+other command was cut short: 143, as a shell reports a SIGTERM.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+from collections.abc import Callable
 from types import FrameType
 
 
-def _stopped_while_starting(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
+def _exit_with(code: int) -> Callable[[int, FrameType | None], None]:
+    def stopped(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(code)
+
+    return stopped
 
 
 def main() -> None:
     if os.getpid() == 1:
-        signal.signal(signal.SIGTERM, _stopped_while_starting)
+        daemon = "watch" in sys.argv[1:]
+        signal.signal(signal.SIGTERM, _exit_with(0 if daemon else 128 + signal.SIGTERM))
     from tagger.cli.main import main as run
 
     run()

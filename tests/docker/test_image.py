@@ -136,3 +136,12 @@ def test_watch_only_runs_with_no_network_at_all(image: str, folders: tuple[Path,
         assert "ConnectionRefusedError" in refused.stderr  # no web server: nothing listens
     finally:
         assert stop(name) == 0
+
+
+def test_docker_stop_right_after_start_is_heard(image: str, folders: tuple[Path, Path]) -> None:
+    """tagger is PID 1, which ignores a signal it has no handler for: without one from its
+    first moment, this stop would end in SIGKILL after the grace time (exit 137)."""
+    photos, data = folders
+    name = f"tagger-test-{uuid.uuid4().hex[:8]}"
+    run(image, name, photos, data, "--network", "none", "-e", "TAGGER_WEB__LISTEN=")
+    assert stop(name) == 0
