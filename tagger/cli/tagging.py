@@ -8,7 +8,8 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ from tagger.store.database import Store, sqlite_file
 
 if TYPE_CHECKING:
     from tagger.sidecars.keeper import Sidecars
+    from tagger.store.writer import Op
 
 log = logging.getLogger("tagger")
 
@@ -275,19 +277,8 @@ def _local(
     """`scan`: the threaded pipeline on this machine."""
     from tagger.pipeline.runner import Pipeline
 
-    sidecars = _sidecars(settings, store)
-    pipeline = Pipeline(
-        settings,
-        store,
-        app.classifier(settings),
-        report,
-        None if sidecars is None else sidecars.committed,
-    )
-    try:
-        return pipeline.run(items)
-    finally:
-        if sidecars is not None:
-            sidecars.close()
+    with _following(settings, store) as committed:
+        return Pipeline(settings, store, app.classifier(settings), report, committed).run(items)
 
 
 def _backfill(
@@ -303,18 +294,25 @@ def _backfill(
     from tagger.service import load_classifier
 
     require_ray()
+    with _following(settings, store) as committed:
+        return Backfill(
+            settings,
+            store,
+            app.classifier(settings),
+            functools.partial(load_classifier, settings),
+            report,
+            committed,
+            address,
+        ).run(items)
+
+
+@contextmanager
+def _following(settings: Settings, store: Store) -> Iterator[Callable[[list[Op]], object] | None]:
+    """What a scan tells of each write, so that XMP sidecars follow it (None: xmp.write is
+    off); the sidecar keeper is closed after the scan."""
     sidecars = _sidecars(settings, store)
-    backfill = Backfill(
-        settings,
-        store,
-        app.classifier(settings),
-        functools.partial(load_classifier, settings),
-        report,
-        None if sidecars is None else sidecars.committed,
-        address,
-    )
     try:
-        return backfill.run(items)
+        yield None if sidecars is None else sidecars.committed
     finally:
         if sidecars is not None:
             sidecars.close()

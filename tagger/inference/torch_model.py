@@ -16,17 +16,14 @@ from torch import nn
 from tagger.errors import WeightsError
 from tagger.inference.base import (
     BEST_BATCH,
-    TOP_K,
-    Analysis,
+    FromOutputs,
     Outputs,
-    analysis,
     normalise,
-    top_tags,
 )
 from tagger.inference.specs import ModelSpec, checked_weights, spec_for, weights_file
 from tagger.labels.classes import imagenet_labels
 from tagger.labels.hierarchy import LabelRules
-from tagger.records import ModelId, Tag
+from tagger.records import ModelId
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +138,7 @@ def load_module(spec: ModelSpec, path: Path) -> WithFeatures:
     return WithFeatures(module).eval()
 
 
-class TorchClassifier:
+class TorchClassifier(FromOutputs):
     """A model with its weights loaded once into torch, ready for batches of decoded images."""
 
     def __init__(
@@ -184,14 +181,3 @@ class TorchClassifier:
         with torch.inference_mode():
             logits, features = self._module(batch.contiguous(memory_format=torch.channels_last))
         return logits.float().numpy(), features.float().numpy()
-
-    def logits(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        return self.outputs(pixels)[0]
-
-    def analyse(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> Analysis:
-        logits, features = self.outputs(pixels)
-        return analysis(logits, features, self.labels, self.label_rules, top_k)
-
-    def classify(self, pixels: npt.NDArray[np.uint8], top_k: int = TOP_K) -> list[list[Tag]]:
-        """The `top_k` labels with softmax confidences for each image of the batch."""
-        return top_tags(self.logits(pixels), self.labels, self.label_rules, top_k)

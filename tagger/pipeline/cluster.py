@@ -32,6 +32,7 @@ from tagger.inference.base import Classifier
 from tagger.inference.specs import Geometry
 from tagger.pipeline.files import printable
 from tagger.pipeline.hashing import hash_file
+from tagger.pipeline.runner import Report
 from tagger.pipeline.stages import (
     RecentContent,
     Unchanged,
@@ -47,7 +48,6 @@ from tagger.store.writer import Op, StoreWriter
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[str, Outcome], None]
 Batch = dict[str, npt.NDArray[Any]]
 _HASH_BATCH = 32  # files a hashing task reads
 _DECODE_BATCH = 16  # files a decoding task reads
