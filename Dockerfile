@@ -10,7 +10,7 @@
 # Where base images cannot be pulled: docker/make-base.sh, then
 #   --build-arg PYTHON_IMAGE=tagger-base:bookworm
 # ResNet-18 instead (torch only in a build stage; weights from the build context, see
-# docker/README.md):  --build-arg MODEL=resnet18
+# README.md, section Docker):  --build-arg MODEL=resnet18
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG MODEL=efficientnet_lite0
@@ -52,8 +52,9 @@ RUN python -m venv /opt/export \
 
 FROM model-${MODEL} AS model
 
-FROM ${PYTHON_IMAGE}
-ARG MODEL
+# The final root: the base, the venv and the model, then trimmed (docker/trim-root.sh) and
+# copied whole into an empty image, so that what was removed takes no layer.
+FROM ${PYTHON_IMAGE} AS root
 # Match the owner of the NAS share (or pass --user UID:GID to docker run).
 ARG UID=1000
 ARG GID=1000
@@ -66,7 +67,15 @@ COPY --from=model /opt/tagger/share/tagger /opt/tagger/share/tagger
 RUN if /opt/tagger/bin/python -c "import importlib.util as u, sys; sys.exit(not any(u.find_spec(m) for m in ('torch', 'nvidia')))"; then \
       echo "torch or CUDA libraries ended up in the final image" >&2; exit 1; \
     fi
-ENV PATH=/opt/tagger/bin:$PATH \
+COPY docker/trim-root.sh /trim-root.sh
+RUN sh /trim-root.sh /opt/tagger/bin/python && rm /trim-root.sh \
+ && /opt/tagger/bin/tagger --version >/dev/null
+
+FROM scratch
+ARG MODEL
+COPY --from=root / /
+ENV PATH=/opt/tagger/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    LANG=C.UTF-8 \
     PYTHONUNBUFFERED=1 \
     TAGGER_DATA_DIR=/data \
     TAGGER_MODEL__NAME=$MODEL \

@@ -17,14 +17,9 @@ if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
     cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
     chroot "$root" update-ca-certificates >/dev/null
 fi
-# What an image needs no more of: apt's lists and caches, documentation, locales, glibc's
-# iconv modules (Python has its own codecs), Python's IDE, Tk, 2to3 and offline docs.
-rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/usr/share/doc/* \
-    "$root"/usr/share/man/* "$root"/usr/share/locale/* "$root"/usr/share/info/* \
-    "$root"/usr/lib/x86_64-linux-gnu/gconv "$root"/usr/lib/aarch64-linux-gnu/gconv \
-    "$root"/usr/lib/python3.11/idlelib "$root"/usr/lib/python3.11/tkinter \
-    "$root"/usr/lib/python3.11/lib2to3 "$root"/usr/lib/python3.11/pydoc_data \
-    "$root"/usr/lib/python3.11/turtledemo
+# apt's lists and caches: a build runs apt-get update itself. (The final image is trimmed
+# by trim-root.sh, whatever the base.)
+rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*
 tar -C "$root" -c . | $docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["python3"]' - "$image" >/dev/null
