@@ -145,3 +145,13 @@ def test_docker_stop_right_after_start_is_heard(image: str, folders: tuple[Path,
     name = f"tagger-test-{uuid.uuid4().hex[:8]}"
     run(image, name, photos, data, "--network", "none", "-e", "TAGGER_WEB__LISTEN=")
     assert stop(name) == 0
+
+
+def test_the_image_is_small_and_has_no_package_manager(image: str) -> None:
+    """The size is a feature the README states (the demos' image is 489 MB)."""
+    size = int(docker("image", "inspect", "-f", "{{.Size}}", image).stdout)
+    assert size <= 300_000_000, f"the image grew to {size / 1e6:.0f} MB"
+    look = "for c in apt-get dpkg perl cat; do command -v $c; done"
+    probe = docker("run", "--rm", "--entrypoint", "sh", image, "-c", look, check=False)
+    assert probe.stdout.split() == ["/usr/bin/cat"]  # coreutils stay, for docker exec
+    assert "Usage: tagger" in docker("run", "--rm", image, "--help").stdout
