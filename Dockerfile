@@ -23,8 +23,9 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_INDEX_URL=${PIP_INDEX
 RUN python -m venv /opt/tagger
 # Dependencies first, pinned, so that a change to tagger's code reuses this layer.
 COPY docker/constraints.txt /src/docker/constraints.txt
-RUN /opt/tagger/bin/pip install -c /src/docker/constraints.txt \
-      $(sed -n 's/^\([A-Za-z0-9_.-]*\)==.*/\1/p' /src/docker/constraints.txt | grep -v pillow_heif)
+RUN sed -n 's/^\([A-Za-z0-9_.-]*\)==[^;]*\(;.*\)\{0,1\}$/\1 \2/p' /src/docker/constraints.txt \
+      | grep -v pillow_heif >/tmp/dependencies.txt \
+ && /opt/tagger/bin/pip install -c /src/docker/constraints.txt -r /tmp/dependencies.txt
 COPY pyproject.toml README.md /src/
 COPY tagger /src/tagger
 COPY migrations /src/migrations

@@ -5,13 +5,16 @@
 #
 #   docker/make-base.sh [IMAGE]        # default tagger-base:bookworm
 #   docker build --build-arg PYTHON_IMAGE=tagger-base:bookworm -t tagger .
+# Another architecture, emulated (qemu-user-static registered with binfmt's F flag):
+#   ARCH=arm64 docker/make-base.sh tagger-base:bookworm-arm64
 set -eu
 image=${1:-tagger-base:bookworm}
 docker=${DOCKER:-docker}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
+arch=${ARCH:-$(dpkg --print-architecture)}
+debootstrap --arch="$arch" --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
     bookworm "$root" "$mirror" >/dev/null
 if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
     cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
@@ -20,7 +23,7 @@ fi
 # apt's lists and caches: a build runs apt-get update itself. (The final image is trimmed
 # by trim-root.sh, whatever the base.)
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*
-tar -C "$root" -c . | $docker import \
+tar -C "$root" -c . | $docker import --platform "linux/$arch" \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["python3"]' - "$image" >/dev/null
 echo "$image"

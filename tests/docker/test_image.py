@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -155,3 +156,44 @@ def test_the_image_is_small_and_has_no_package_manager(image: str) -> None:
     probe = docker("run", "--rm", "--entrypoint", "sh", image, "-c", look, check=False)
     assert probe.stdout.split() == ["/usr/bin/cat"]  # coreutils stay, for docker exec
     assert "Usage: tagger" in docker("run", "--rm", image, "--help").stdout
+
+
+def test_docker_compose_runs_the_nas_setup(image: str, folders: tuple[Path, Path]) -> None:
+    """docker-compose.yml as a NAS user runs it: settings from the environment (.env),
+    photos read-only, the database in a named volume, a password on the web page."""
+    compose = shutil.which("docker-compose", path="/usr/bin") or shutil.which("docker-compose")
+    if compose is None:
+        if os.environ.get("CI"):
+            pytest.fail("no docker-compose; .ci/run installs Debian's")
+        pytest.skip("no docker-compose")
+    photos, _ = folders
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    project = f"tagger-test-{uuid.uuid4().hex[:8]}"
+    env = os.environ | {
+        "TAGGER_IMAGE": image,
+        "PHOTOS": str(photos),
+        "TAGGER_PASSWORD": "s3cret",
+        "PORT": f"127.0.0.1:{port}",
+    }
+
+    def run_compose(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [compose, "-p", project, "-f", str(ROOT / "docker-compose.yml"), *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+    started = run_compose("up", "-d", "--no-build")
+    assert started.returncode == 0, started.stderr
+    try:
+        name = docker("ps", "-q", "--filter", f"label=com.docker.compose.project={project}")
+        container = name.stdout.strip()
+        found = wait_for(container, "query", "--label", "macaw", "--format", "paths")
+        assert found.strip() == "/app/uploads/coral_parrot.jpg"
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 401
+        page = httpx.get(f"http://127.0.0.1:{port}/", auth=("", "s3cret"), timeout=30)
+        assert page.status_code == 200
+        assert run_compose("stop").returncode == 0
+        code = docker("inspect", "-f", "{{.State.ExitCode}}", container).stdout.strip()
+        assert code == "0"
+    finally:
+        run_compose("down", "-v")
