@@ -12,7 +12,8 @@ image=${1:-tagger-base:bookworm}
 docker=${DOCKER:-docker}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 root=$(mktemp -d)
-trap 'rm -rf "$root"' EXIT
+context=$(mktemp -d)
+trap 'rm -rf "$root" "$context"' EXIT
 arch=${ARCH:-$(dpkg --print-architecture)}
 debootstrap --arch="$arch" --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
     bookworm "$root" "$mirror" >/dev/null
@@ -23,7 +24,14 @@ fi
 # apt's lists and caches: a build runs apt-get update itself. (The final image is trimmed
 # by trim-root.sh, whatever the base.)
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*
-tar -C "$root" -c . | $docker import --platform "linux/$arch" \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'CMD ["python3"]' - "$image" >/dev/null
+# Imported through a build rather than `docker import`, which cannot mark another
+# architecture without the engine's experimental mode.
+tar -C "$root" -cf "$context/root.tar" .
+cat >"$context/Dockerfile" <<'END'
+FROM scratch
+ADD root.tar /
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+CMD ["python3"]
+END
+DOCKER_BUILDKIT=1 $docker build -q --platform "linux/$arch" -t "$image" "$context" >/dev/null
 echo "$image"

@@ -21,8 +21,10 @@ if [ -d "$ov" ]; then
     rm -rf "$ov"/include "$ov"/tools "$ov"/frontend/tensorflow "$ov"/frontend/pytorch \
         "$ov"/frontend/jax "$ov"/frontend/paddle
 fi
-# The shipped ONNX Runtime int8 model, where ONNX Runtime is not installed (x86_64).
+# The shipped int8 model of the runtime that is not installed: ONNX Runtime's on x86_64,
+# OpenVINO's elsewhere.
 [ -d "$site/onnxruntime" ] || rm -rf "$site"/tagger/models/*/onnx-int8
+[ -d "$site/openvino" ] || rm -rf "$site"/tagger/models/*/openvino-int8
 find "$site" -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
 rm -rf "$site"/numpy/distutils "$site"/numpy/f2py "$site"/pkg_resources "$site"/sqlalchemy/testing \
     "$site"/sqlalchemy/dialects/mysql "$site"/sqlalchemy/dialects/mssql "$site"/sqlalchemy/dialects/oracle
