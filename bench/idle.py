@@ -1,14 +1,18 @@
 """Benchmark: what `tagger watch` costs while nothing happens, on a large library.
 
-    python bench/idle.py [--photos 100000] [--window 60] [--distinct 200] [--keep DIR]
+    python bench/idle.py [--photos 100000] [--periods 2] [--poll 10] [--rescan 30]
+                         [--distinct 200] [--keep DIR]
 
 Builds a library of small JPEGs (64x64, 100 to a folder; `--distinct` different contents,
 the rest byte copies, so that the one `tagger scan` that tags it mostly links content it
-has seen), then runs a real `tagger watch` on it, first with inotify and then polling,
-each for `--window` seconds after start-up (the reconcile is over), with a rescan
-interval that puts a few rescans into the window. Reports each daemon's CPU (utime+stime
-from /proc/PID/stat) as a share of one core over the window, and the CPU and wall time of
-the rescans it logged. The machine is shared: the load average is printed beside.
+has seen), then runs a real `tagger watch` on it, first with inotify and then polling:
+each first without rescans (`watch.rescan_interval = 0`, measured for 30 s after its
+start-up reconcile), then with a short rescan interval, measured from the end of the first
+periodic rescan to the end of the `--periods`-th after it, so that the window holds whole
+rescan periods. Reports CPU (utime+stime from /proc/PID/stat) as a share of one core, what
+a rescan costs (walk, stat, the writer's sweep), and what that comes to at the default rescan
+interval (5 minutes). `--keep DIR` keeps (and reuses) the library and its database. The
+machine is shared: the load average is printed beside.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from PIL import Image
 
 PER_FOLDER = 100
 DEFAULT_RESCAN = 300.0  # watch.rescan_interval's default
+BASELINE = 30.0  # seconds an idle daemon without rescans is measured
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -49,16 +54,10 @@ def build(root: Path, photos: int, distinct: int) -> None:
         (folder / f"IMG_{i:06d}.jpg").write_bytes(contents[i % distinct])
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+RESCANNED = re.compile(r"rescanned .* in ([\d.]+) s CPU, ([\d.]+) s")
 
 
-def idle(
-    work: Path, library: Path, observer: str, window: float, poll: float, rescan: float
-) -> dict[str, float]:
-    """CPU share of one core over `window` seconds of an idle `tagger watch`, its rescans
-    within the window, and its resident memory."""
+def start(work: Path, library: Path, observer: str, poll: float, rescan: float) -> Running:
     log = work / f"watch-{observer}.log"
     env = os.environ | {
         "TAGGER_WATCH__OBSERVER": observer,
@@ -67,34 +66,78 @@ def idle(
     }
     command = [sys.executable, "-m", "tagger", "--db", str(work / "tagger.db"), "watch"]
     with log.open("w") as out:
-        daemon = subprocess.Popen([*command, str(library)], env=env, stderr=out, stdout=out)
+        return Running(
+            subprocess.Popen([*command, str(library)], env=env, stdout=out, stderr=out), log
+        )
+
+
+class Running:
+    def __init__(self, daemon: subprocess.Popen[bytes], log: Path) -> None:
+        self.daemon, self.log = daemon, log
+
+    def rescans(self) -> list[tuple[float, float]]:
+        """(CPU, wall) seconds of each rescan logged, the start-up reconcile first. The CPU
+        is the walk's; the writer's sweep after it is not in it."""
+        found = RESCANNED.findall(self.log.read_text())
+        return [(float(cpu), float(wall)) for cpu, wall in found]
+
+    def wait_rescans(self, count: int) -> None:
+        while len(self.rescans()) < count:
+            if self.daemon.poll() is not None:
+                raise SystemExit(f"tagger watch stopped:\n{self.log.read_text()}")
+            time.sleep(0.05)
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far (utime+stime), and the monotonic clock."""
+        fields = Path(f"/proc/{self.daemon.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS, time.monotonic()
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.daemon.pid}/status").read_text()
+        return int(re.findall(r"VmRSS:\s+(\d+)", status)[0]) / 1024
+
+    def stop(self) -> None:
+        self.daemon.send_signal(signal.SIGTERM)
+        self.daemon.wait(60)
+
+
+def share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def idle(
+    work: Path, library: Path, observer: str, periods: int, poll: float, rescan: float
+) -> dict[str, float]:
+    """Two daemons: one without rescans (`baseline` seconds after its reconcile), then one
+    measured from the end of its first periodic rescan to the end of the `periods`-th after
+    it, which holds whole rescan periods: a rescan costs what it adds to the baseline."""
+    quiet = start(work, library, observer, poll, 0)
     try:
-        while "reconciled:" not in log.read_text():
-            if daemon.poll() is not None:
-                raise SystemExit(f"tagger watch stopped:\n{log.read_text()}")
-            time.sleep(0.2)
-        time.sleep(2)  # the end of start-up: imports done, a first poll
-        before = len(log.read_text())
-        cpu0, wall0 = cpu_seconds(daemon.pid), time.monotonic()
-        time.sleep(window)
-        cpu1, wall1 = cpu_seconds(daemon.pid), time.monotonic()
-        rss = int(re.findall(r"VmRSS:\s+(\d+)", Path(f"/proc/{daemon.pid}/status").read_text())[0])
+        quiet.wait_rescans(1)
+        time.sleep(5)  # the reconcile's sweep, written after its walk
+        before = quiet.cpu()
+        time.sleep(BASELINE)
+        baseline = share(before, quiet.cpu())
+        rss = quiet.rss_mb()
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(60)
-    text = log.read_text()
-    pattern = r"rescanned .* in ([\d.]+) s CPU, ([\d.]+) s"
-    rescans = [(float(c), float(w)) for c, w in re.findall(pattern, text[before:])]
-    reconcile = [float(c) for c, _ in re.findall(pattern, text[:before])]
-    cpu = cpu1 - cpu0
-    rescan_cpu = max((c for c, _ in rescans), default=reconcile[0] if reconcile else 0.0)
+        quiet.stop()
+    busy = start(work, library, observer, poll, rescan)
+    try:
+        busy.wait_rescans(2)  # the reconcile, then the first periodic rescan
+        before = busy.cpu()
+        busy.wait_rescans(2 + periods)
+        after = busy.cpu()
+    finally:
+        busy.stop()
+    walks = busy.rescans()[2 : 2 + periods]
     return {
-        "cpu": cpu / (wall1 - wall0),
-        "between": (cpu - sum(c for c, _ in rescans)) / (wall1 - wall0),
-        "rescans": len(rescans),
-        "rescan_cpu": rescan_cpu,
-        "rescan_wall": max((w for _, w in rescans), default=float("nan")),
-        "rss_mb": rss / 1024,
+        "wall": after[1] - before[1],
+        "cpu": share(before, after),
+        "baseline": baseline,
+        "rescan_cpu": (share(before, after) - baseline) * (after[1] - before[1]) / periods,
+        "walk_cpu": max(c for c, _ in walks),
+        "rescan_wall": max(w for _, w in walks),
+        "rss_mb": rss,
     }
 
 
@@ -102,9 +145,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=100_000)
     parser.add_argument("--distinct", type=int, default=200, help="different contents")
-    parser.add_argument("--window", type=float, default=60.0, help="seconds measured")
+    parser.add_argument("--periods", type=int, default=2, help="rescan periods measured")
     parser.add_argument("--poll", type=float, default=10.0, help="watch.poll_interval")
-    parser.add_argument("--rescan", type=float, default=20.0, help="watch.rescan_interval")
+    parser.add_argument("--rescan", type=float, default=30.0, help="watch.rescan_interval")
     parser.add_argument("--keep", type=Path, help="build (or reuse) the library here")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="tagger-idle-"))
@@ -127,15 +170,16 @@ def main() -> None:
             )
         print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
         for observer in ("native", "polling"):
-            got = idle(work, library, observer, args.window, args.poll, args.rescan)
-            defaults = got["between"] + got["rescan_cpu"] / DEFAULT_RESCAN
+            got = idle(work, library, observer, args.periods, args.poll, args.rescan)
+            defaults = got["baseline"] + got["rescan_cpu"] / DEFAULT_RESCAN
             print(
-                f"{observer:8s} {args.photos:,} photos, poll every {args.poll:g} s, rescan every "
-                f"{args.rescan:g} s: {100 * got['cpu']:.2f}% of a core over {args.window:g} s "
-                f"({got['rescans']:.0f} rescans in it, the longest {got['rescan_cpu']:.2f} s CPU, "
-                f"{got['rescan_wall']:.2f} s wall; {100 * got['between']:.2f}% between rescans); "
-                f"at a rescan every {DEFAULT_RESCAN:g} s: {100 * defaults:.2f}%; "
-                f"RSS {got['rss_mb']:.0f} MB; load {os.getloadavg()[0]:.2f}"
+                f"{observer:8s} {args.photos:,} photos, poll every {args.poll:g} s: "
+                f"{100 * got['baseline']:.2f}% of a core without rescans; rescan every "
+                f"{args.rescan:g} s: {100 * got['cpu']:.2f}% over {got['wall']:.0f} s, "
+                f"{got['rescan_cpu']:.2f} s CPU a rescan ({got['walk_cpu']:.2f} s its walk, "
+                f"{got['rescan_wall']:.2f} s wall); rescans every {DEFAULT_RESCAN:g} s: "
+                f"{100 * defaults:.2f}%; RSS {got['rss_mb']:.0f} MB; "
+                f"load {os.getloadavg()[0]:.2f}"
             )
     finally:
         if args.keep is None:

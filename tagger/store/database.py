@@ -472,12 +472,20 @@ class Store:
             .outerjoin(Embedding, Embedding.image_id == Image.id)
             .where(under(root), File.missing_since.is_(None))
         )
+        verdicts: dict[tuple[Any, ...], bool] = {}  # few distinct image states: ask each once
+        found = {}
         with self.engine.connect() as connection:
-            return {
-                row.path: (row.size, row.mtime_ns)
-                for row in connection.execute(query)
-                if _image_state(*row[3:]).current(model)
-            }
+            for path, size, mtime_ns, status, name, weights, error, embedded in connection.execute(
+                query
+            ).tuples():
+                key = (status, name, weights, error, embedded)
+                current = verdicts.get(key)
+                if current is None:
+                    state = _image_state(status, name, weights, error, embedded)
+                    current = verdicts[key] = state.current(model)
+                if current:
+                    found[path] = (size, mtime_ns)
+        return found
 
     def image_state(self, sha256: str) -> ImageState | None:
         with self.engine.connect() as connection:
