@@ -45,7 +45,7 @@ FileKey = tuple[int, int, int]  # inode, size, mtime_ns
 
 @dataclass
 class _Folder:
-    """What a folder held when last listed: about 200 bytes a file."""
+    """What a folder held when last listed: about 250 bytes a file."""
 
     mtime_ns: int
     inode: int
