@@ -477,7 +477,7 @@ class Store:
         with self.engine.connect() as connection:
             for path, size, mtime_ns, status, name, weights, error, embedded in connection.execute(
                 query
-            ).tuples():
+            ):
                 key = (status, name, weights, error, embedded)
                 current = verdicts.get(key)
                 if current is None:

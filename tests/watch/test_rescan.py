@@ -9,6 +9,8 @@ import pytest
 
 from tests.watch.test_daemon import CAT, HOTDOG, PARROT, Harness, wait_for
 
+pytestmark = pytest.mark.both_databases
+
 # A polling observer that never gets round to looking: whatever happens, only a rescan sees it.
 BLIND = {"observer": "polling", "poll_interval": 3600}
 
