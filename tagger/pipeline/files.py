@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
-from fnmatch import fnmatch
 from pathlib import Path
 
 from tagger.config import ScanSettings
@@ -26,12 +27,17 @@ class PhotoFilter:
         self._extensions = {
             ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in settings.extensions
         }
-        self._ignore = [glob.lower() for glob in settings.ignore]
+        # One expression for every glob: a walk asks this of each name.
+        globs = "|".join(f"(?:{fnmatch.translate(glob.lower())})" for glob in settings.ignore)
+        self._ignore = re.compile(globs or "(?!)", re.DOTALL)
 
     def ignored(self, name: str) -> bool:
         """True for junk such as `@eaDir`, `.DS_Store`, `._x.jpg` or a `.part` download."""
-        lowered = name.lower()
-        return any(fnmatch(lowered, glob) for glob in self._ignore)
+        return self._ignore.match(name.lower()) is not None
+
+    def wanted_name(self, name: str) -> bool:
+        """A photo's extension, and not junk: enough in a walk, which skips ignored folders."""
+        return os.path.splitext(name)[1].lower() in self._extensions and not self.ignored(name)
 
     def wanted(self, path: Path, root: Path) -> bool:
         """A photo extension, and no ignored component between `root` and the file."""
@@ -75,9 +81,8 @@ def walk(
             dirnames[:] = sorted(d for d in dirnames if not photo_filter.ignored(d))
             folder = Path(dirpath)
             for name in sorted(filenames):
-                path = folder / name
-                if photo_filter.wanted(path, root):
-                    yield path
+                if photo_filter.wanted_name(name):
+                    yield folder / name
 
 
 def _first_visit(folder: str, visited: set[tuple[int, int]]) -> bool:

@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -239,15 +240,36 @@ class Daemon:
         photo_filter = self._filter
         follow = self._settings.scan.follow_symlinks
         delay = self._settings.watch.stability_delay
+        model = self._classifier.id
 
         def feed() -> None:
-            for item in walk_and_sweep(roots, photo_filter, follow):
-                if stop.is_set():
-                    return
-                if isinstance(item, Path) and _being_written(item, delay):
-                    self._later.put((str(item), delay))  # read once it has settled
-                    continue
-                self.intake.put(item, stop)
+            started, cpu = time.monotonic(), time.process_time()
+            found = unchanged = 0
+            for root in roots:
+                # Read once for the root: a file that still looks as stored is not queued.
+                stored = self._store.unchanged_candidates(storable(root), model)
+                for item in walk_and_sweep([root], photo_filter, follow):
+                    if stop.is_set():
+                        return
+                    if isinstance(item, Path):
+                        found += 1
+                        now = _stat(item, follow)
+                        if now is not None and _being_written(now, delay):
+                            self._later.put((str(item), delay))  # read once it has settled
+                            continue
+                        if now is not None and stored.get(storable(item)) == now[:2]:
+                            unchanged += 1
+                            continue
+                    self.intake.put(item, stop)
+            self.intake.unchanged(unchanged)
+            log.info(
+                "rescanned %s: %d files, %d unchanged by size and mtime, in %.2f s CPU, %.2f s",
+                ", ".join(printable(root) for root in roots),
+                found,
+                unchanged,
+                time.process_time() - cpu,
+                time.monotonic() - started,
+            )
 
         return Worker("tagger-rescan", feed, halt=stop)
 
@@ -447,12 +469,20 @@ def _gone(path: str, is_directory: bool) -> bool:
     return is_directory
 
 
-def _being_written(path: Path, delay: float) -> bool:
+def _stat(path: Path, follow_symlinks: bool) -> tuple[int, int, float] | None:
+    """Size, mtime and ctime of a regular file (None for anything else: the pipeline says
+    what is wrong with it)."""
+    try:
+        st = os.stat(path, follow_symlinks=follow_symlinks)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ctime
+
+
+def _being_written(now: tuple[int, int, float], delay: float) -> bool:
     """Changed within the last `delay` seconds, by its inode change time: a copy in progress
     that a rescan must not read half-written. ctime, not mtime, which `cp -p` and rsync set
     to the camera's clock; a ctime in the future (a skewed NFS server) does not count."""
-    try:
-        age = time.time() - path.lstat().st_ctime
-    except OSError:
-        return False  # the pipeline says what is wrong with it
-    return 0 <= age < delay
+    return 0 <= time.time() - now[2] < delay

@@ -86,6 +86,11 @@ class Intake:
             self.last_activity = self._clock()
             self._cond.notify_all()
 
+    def unchanged(self, count: int) -> None:
+        """Files a rescan found as stored and did not queue: counted, as if done."""
+        with self._cond:
+            self.summary.counts[Outcome.UNCHANGED] += count
+
     def close(self) -> None:
         with self._cond:
             self._closed = True

@@ -19,10 +19,10 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
-from watchdog.observers.polling import PollingObserver
 
 from tagger.config import WatchSettings
 from tagger.errors import TaggerError
+from tagger.watch.poll import FolderPollingObserver
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class Observers:
 
     def _poll(self, root: Path, why: str) -> None:
         if self._polling is None:
-            self._polling = PollingObserver(timeout=self._settings.poll_interval)
+            self._polling = FolderPollingObserver(timeout=self._settings.poll_interval)
             self._polling.start()
         watch = self._polling.schedule(self._handler, str(root), recursive=True)
         self._watches[str(root)] = (self._polling, watch)
