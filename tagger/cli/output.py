@@ -8,8 +8,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from wcwidth import wcswidth
-
 FORMATS = ("table", "json", "csv", "paths")
 
 
@@ -31,25 +29,26 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """Columns padded by display width: a Chinese character takes two columns of a terminal."""
+    header = [column.upper() for column in columns]
     cells = [[_cell(row.get(column)) for column in columns] for row in rows]
-    widths = [
-        max([width(column), *(width(line[i]) for line in cells)])
-        for i, column in enumerate(columns)
-    ]
-    lines = [_line([c.upper() for c in columns], widths)]
-    lines += [_line(line, widths) for line in cells]
-    return "\n".join(lines)
+    widths = [max(map(width, column)) for column in zip(header, *cells, strict=True)]
+    return "\n".join(_line(line, widths) for line in [header, *cells])
 
 
 def width(text: str) -> int:
     """Columns `text` takes in a terminal (wcwidth; escaped names are plain ASCII)."""
     if text.isascii():  # printable ASCII (cells are escaped): one column each, and fast
         return len(text)
+    from wcwidth import wcswidth  # imported when needed: most tables are plain ASCII
+
     return max(wcswidth(text), len(text))
 
 
 def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
-    padded = (c + " " * (w - width(c)) for c, w in zip(cells, widths, strict=True))
+    padded = (
+        c.ljust(w) if c.isascii() else c + " " * (w - width(c))
+        for c, w in zip(cells, widths, strict=True)
+    )
     return "  ".join(padded).rstrip()
 
 
