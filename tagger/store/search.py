@@ -78,11 +78,11 @@ def matching_files(
     if labels and not scores:  # the same answer, ranking only tags above the floor (index)
         wanted = and_(wanted, Tag.score >= min_score)
     best = _best(wanted)
-    named = aliased(Tag, name="named")
+    labelled = aliased(Tag, name="labelled")
     statement = (
         select(
             File.path.label("path"),
-            named.label.label("label"),
+            labelled.label.label("label"),
             best.c.wnid,
             best.c.score,
             File.first_seen.label("added"),
@@ -91,7 +91,7 @@ def matching_files(
         )
         .join(Image, File.image_id == Image.id)
         .join(best, best.c.image_id == Image.id)
-        .join(named, named.id == best.c.id)
+        .join(labelled, labelled.id == best.c.id)
         .where(Image.status == ImageStatus.TAGGED, PRESENT)
     )
     if labels:
