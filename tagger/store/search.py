@@ -8,7 +8,6 @@ from itertools import groupby
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, Subquery, and_, func, not_, or_, select
-from sqlalchemy.orm import aliased
 
 from tagger.labels.names import Language, chinese, with_chinese
 from tagger.query.language import AddedTerm, FormatTerm, LabelTerm, PathTerm, Query, ScoreTerm
@@ -78,11 +77,11 @@ def matching_files(
     if labels and not scores:  # the same answer, ranking only tags above the floor (index)
         wanted = and_(wanted, Tag.score >= min_score)
     best = _best(wanted)
-    labelled = aliased(Tag, name="labelled")
+    labelled = Tag.__table__.alias("labelled")  # a table's alias: no ORM mappers to set up
     statement = (
         select(
             File.path.label("path"),
-            labelled.label.label("label"),
+            labelled.c.label,
             best.c.wnid,
             best.c.score,
             File.first_seen.label("added"),
@@ -91,7 +90,7 @@ def matching_files(
         )
         .join(Image, File.image_id == Image.id)
         .join(best, best.c.image_id == Image.id)
-        .join(labelled, labelled.id == best.c.id)
+        .join(labelled, labelled.c.id == best.c.id)
         .where(Image.status == ImageStatus.TAGGED, PRESENT)
     )
     if labels:
