@@ -8,8 +8,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from wcwidth import wcswidth
-
 FORMATS = ("table", "json", "csv", "paths")
 
 
@@ -30,27 +28,27 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> 
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """Columns padded by display width: a Chinese character takes two columns of a terminal."""
-    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
-    widths = [
-        max([width(column), *(width(line[i]) for line in cells)])
-        for i, column in enumerate(columns)
-    ]
-    lines = [_line([c.upper() for c in columns], widths)]
-    lines += [_line(line, widths) for line in cells]
-    return "\n".join(lines)
+    """Columns padded by display width: a Chinese character takes two columns of a terminal.
+    Built column by column (a query can print 100,000 rows)."""
+    padded = []
+    for name in columns:
+        cells = [name.upper(), *(_cell(row.get(name)) for row in rows)]
+        size = max(map(width, cells))
+        padded.append([c.ljust(size) if c.isascii() else _pad(c, size) for c in cells])
+    return "\n".join(line.rstrip() for line in map("  ".join, zip(*padded, strict=True)))
 
 
 def width(text: str) -> int:
     """Columns `text` takes in a terminal (wcwidth; escaped names are plain ASCII)."""
     if text.isascii():  # printable ASCII (cells are escaped): one column each, and fast
         return len(text)
+    from wcwidth import wcswidth  # imported when needed: most tables are plain ASCII
+
     return max(wcswidth(text), len(text))
 
 
-def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
-    padded = (c + " " * (w - width(c)) for c, w in zip(cells, widths, strict=True))
-    return "  ".join(padded).rstrip()
+def _pad(text: str, size: int) -> str:
+    return text + " " * (size - width(text))
 
 
 def _cell(value: Any) -> str:

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tagger.cli.common import (
     App,
@@ -82,6 +80,9 @@ def scan(
     """
     if address and engine != "ray":
         raise click.UsageError("--address is for --engine ray")
+    from tqdm import tqdm  # here, not at the top: every other command would import it
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     settings = app.settings(**overrides(model, batch_size))
     store = app.store(create=True)
     items = list(walk_and_sweep(folders, PhotoFilter(settings.scan), settings.scan.follow_symlinks))
@@ -351,6 +352,8 @@ def xmp(app: App, terms: tuple[str, ...], mode: str | None, min_score: float | N
     set, `tagger watch` and `tagger scan` keep sidecars up to date by themselves; this
     command is for what was stored before.
     """
+    from tqdm import tqdm
+
     from tagger.sidecars.keeper import Sidecars
     from tagger.store.search import find
 

@@ -14,14 +14,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from importlib import resources
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from tagger.errors import TaggerError
 from tagger.labels.classes import imagenet_classes
 from tagger.labels.names import chinese_names
 from tagger.records import Tag
+
+if TYPE_CHECKING:  # numpy only where probabilities are summed: `tagger query` needs none
+    import numpy as np
+    import numpy.typing as npt
 
 _WNID = re.compile(r"^n\d{8}$")
 
@@ -85,16 +87,24 @@ class Hierarchy:
         return line
 
     @cached_property
-    def _descendants(self) -> dict[str, frozenset[str]]:
-        below: dict[str, set[str]] = {wnid: set() for wnid in self.synsets}
-        for wnid in self.synsets:
-            for ancestor in self.ancestors(wnid):
-                below[ancestor].add(wnid)
-        return {wnid: frozenset(found) for wnid, found in below.items()}
+    def _children(self) -> dict[str, list[str]]:
+        below: dict[str, list[str]] = {}
+        for synset in self.synsets.values():
+            for parent in synset.parents:
+                below.setdefault(parent, []).append(synset.wnid)
+        return below
 
     def subtree(self, wnid: str) -> frozenset[str]:
-        """`wnid` and everything below it: the wnids whose tags count as `wnid`."""
-        return self._descendants[wnid] | {wnid}
+        """`wnid` and everything below it: the wnids whose tags count as `wnid` (walked down
+        from it: one label's subtree, not every synset's ancestors, for a quick query)."""
+        found = {wnid}
+        frontier = [wnid]
+        while frontier:
+            for child in self._children.get(frontier.pop(), ()):
+                if child not in found:
+                    found.add(child)
+                    frontier.append(child)
+        return frozenset(found)
 
     @cached_property
     def _class_columns(self) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
@@ -103,6 +113,8 @@ class Hierarchy:
         About 12 ancestors per class: gathering these ~12,000 pairs and summing runs is
         several times faster than a dense (1000 x 860) product for a batch.
         """
+        import numpy as np
+
         below: list[list[int]] = [[] for _ in self.ancestor_wnids]
         for synset in self.classes:
             for ancestor in self.ancestors(synset.wnid):
@@ -112,6 +124,8 @@ class Hierarchy:
 
     def masses(self, probs: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
         """(N, ancestors): each ancestor's summed probability of its classes, per row."""
+        import numpy as np
+
         classes, starts = self._class_columns
         rows = np.asarray(probs, dtype=np.float32)
         return np.add.reduceat(rows[:, classes], starts, axis=1)
@@ -119,6 +133,8 @@ class Hierarchy:
     @cached_property
     def depth(self) -> npt.NDArray[np.int32]:
         """Per ancestor column, its steps below `entity`: ties go to the more specific."""
+        import numpy as np
+
         return np.array([len(self.main_line(w)) for w in self.ancestor_wnids], dtype=np.int32)
 
     @cached_property
@@ -289,6 +305,8 @@ class LabelRules:
     @cached_property
     def thresholds(self) -> npt.NDArray[np.float32]:
         """Per ancestor column: the score it needs to be stored (inf = never)."""
+        import numpy as np
+
         tree = hierarchy()
         limits = np.full(len(tree.ancestor_wnids), self.min_score, dtype=np.float32)
         for wnid, score in self.min_scores.items():
@@ -327,6 +345,8 @@ class LabelRules:
 def derived_tags(probs: npt.NDArray[np.floating], rules: LabelRules) -> list[list[Tag]]:
     """For each row of softmax probabilities (N, 1000): the ancestors whose summed probability
     passes `rules`, best first, as derived tags (rank 0: the caller numbers them)."""
+    import numpy as np
+
     tree = hierarchy()
     masses = tree.masses(probs)
     passed = masses >= rules.thresholds

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-
 from tagger.errors import TaggerError
 from tagger.store.database import Store
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy only to train: resolving `label:NAME` for a query needs none
+    import numpy as np
+    import numpy.typing as npt
+
     from tagger.labels.hierarchy import Synset
 
 
@@ -64,6 +64,8 @@ def train_label(
 
     Without `examples`, the label's stored training set is used again (retraining, after a
     model change or with photos `marked` on the web page: sha256 -> example or not)."""
+    import numpy as np
+
     from tagger.store.own import save_label, training_set
     from tagger.store.vectors import embedding_models, embeddings_of, library_sample
     from tagger.store.writer import write_once
@@ -131,6 +133,8 @@ def _unlike(
 ) -> dict[str, npt.NDArray[np.float16]]:
     """The sampled photos less like the examples than every example is: a library holds
     unmarked photos of the label too, which must not be taught as counter-examples."""
+    import numpy as np
+
     if not sampled:
         return sampled
     centre = np.stack(list(positives.values())).astype(np.float32).mean(axis=0)
@@ -179,6 +183,7 @@ def _fit(
     applying the label stays one dot product. Unscaled, the unit vectors' small values made
     the regularisation win: on the ImageNet sample it found 38% of held-out dogs, scaled 100%."""
     _require_scikit_learn()
+    import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
@@ -235,7 +240,6 @@ def label_resolver(open_store: Callable[[], Store] | None) -> Callable[[str], li
     """What `label:NAME` means: the model's label, else a label of one's own by that name
     (own names that are the model's are refused by `train`; the store is opened only then)."""
     from tagger.labels.hierarchy import LabelError, Synset, hierarchy, normalise
-    from tagger.store.own import own_labels
 
     tree = hierarchy()
 
@@ -245,6 +249,8 @@ def label_resolver(open_store: Callable[[], Store] | None) -> Callable[[str], li
         except LabelError:
             if open_store is None:
                 raise
+            from tagger.store.own import own_labels
+
             try:
                 own = {normalise(o.name): o for o in own_labels(open_store())}
             except TaggerError:

@@ -98,7 +98,8 @@ class Tag(Base):
     __table_args__ = (
         UniqueConstraint("image_id", "rank"),
         Index("ix_tags_class_index_score", "class_index", "score"),
-        Index("ix_tags_wnid_score", "wnid", "score"),
+        # image_id and rank: a label query ranks its tags from the index alone (search.py)
+        Index("ix_tags_wnid_score", "wnid", "score", "image_id", "rank"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import groupby
 from typing import Any
 
@@ -12,33 +12,37 @@ from sqlalchemy import ColumnElement, Select, Subquery, and_, func, not_, or_, s
 from tagger.labels.names import Language, chinese, with_chinese
 from tagger.query.language import AddedTerm, FormatTerm, LabelTerm, PathTerm, Query, ScoreTerm
 from tagger.store.database import Store
-from tagger.store.schema import PRESENT, File, Image, ImageStatus, Tag
+from tagger.store.schema import File, Image, ImageStatus, Tag
 
 SORTS = ("score", "-score", "added", "-added", "path", "-path")
 Row = dict[str, Any]
+# The tables, not the mapped classes: a select of ORM attributes sets up every mapper and
+# compiles through the ORM (15 ms of a `tagger query`), and search reads rows, not objects.
+files, images, tags = File.__table__, Image.__table__, Tag.__table__
 
 
 def _best(condition: ColumnElement[bool]) -> Subquery:
-    """Per image, its best tag meeting `condition` (image_id, label, score).
+    """Per image, its best tag meeting `condition` (image_id, the tag's id, wnid, score).
 
-    A window over the matching tags only, so `label:tabby` reads the tabby rows through
-    ix_tags_wnid_score instead of every image's tags.
+    A window over the matching tags only, read from ix_tags_wnid_score alone (it holds
+    image_id and rank too), so `label:dog` reads no tag rows but the best one per image,
+    for its label: 28,000 fewer row lookups at 100,000 images.
     """
     ranked = (
         select(
-            Tag.image_id,
-            Tag.label,
-            Tag.wnid,
-            Tag.score,
+            tags.c.image_id,
+            tags.c.id,
+            tags.c.wnid,
+            tags.c.score,
             func.row_number()
-            .over(partition_by=Tag.image_id, order_by=(Tag.score.desc(), Tag.rank))
+            .over(partition_by=tags.c.image_id, order_by=(tags.c.score.desc(), tags.c.rank))
             .label("place"),
         )
         .where(condition)
         .subquery("ranked")
     )
     return (
-        select(ranked.c.image_id, ranked.c.label, ranked.c.wnid, ranked.c.score)
+        select(ranked.c.image_id, ranked.c.id, ranked.c.wnid, ranked.c.score)
         .where(ranked.c.place == 1)
         .subquery("best")
     )
@@ -71,63 +75,68 @@ def matching_files(
         return and_(*(checks or [value >= min_score]))
 
     wanted: ColumnElement[bool] = (
-        Tag.wnid.in_(labels[0].wnids) if labels else Tag.derived.is_(False)
+        tags.c.wnid.in_(labels[0].wnids) if labels else tags.c.derived.is_(False)
     )
     if labels and not scores:  # the same answer, ranking only tags above the floor (index)
-        wanted = and_(wanted, Tag.score >= min_score)
+        wanted = and_(wanted, tags.c.score >= min_score)
     best = _best(wanted)
+    labelled = tags.alias("labelled")
     statement = (
         select(
-            File.path.label("path"),
-            best.c.label,
+            files.c.path.label("path"),
+            labelled.c.label,
             best.c.wnid,
             best.c.score,
-            File.first_seen.label("added"),
-            Image.format.label("format"),
-            Image.id.label("image_id"),
+            files.c.first_seen.label("added"),
+            images.c.format.label("format"),
+            images.c.id.label("image_id"),
         )
-        .join(Image, File.image_id == Image.id)
-        .join(best, best.c.image_id == Image.id)
-        .where(Image.status == ImageStatus.TAGGED, PRESENT)
+        .join(images, files.c.image_id == images.c.id)
+        .join(best, best.c.image_id == images.c.id)
+        .join(labelled, labelled.c.id == best.c.id)
+        .where(images.c.status == ImageStatus.TAGGED, files.c.missing_since.is_(None))
     )
     if labels:
         statement = statement.where(in_range(best.c.score))
     for term in query.terms:
         if isinstance(term, LabelTerm) and not term.negate and term is not labels[0]:
             also = (
-                select(Tag.image_id)
-                .where(Tag.wnid.in_(term.wnids))
-                .group_by(Tag.image_id)
-                .having(in_range(func.max(Tag.score)))
+                select(tags.c.image_id)
+                .where(tags.c.wnid.in_(term.wnids))
+                .group_by(tags.c.image_id)
+                .having(in_range(func.max(tags.c.score)))
             )
-            statement = statement.where(Image.id.in_(also))
+            statement = statement.where(images.c.id.in_(also))
         elif isinstance(term, LabelTerm) and term.negate:
-            unwanted = select(Tag.image_id).where(Tag.wnid.in_(term.wnids), Tag.score >= min_score)
-            statement = statement.where(Image.id.not_in(unwanted))
+            unwanted = select(tags.c.image_id).where(
+                tags.c.wnid.in_(term.wnids), tags.c.score >= min_score
+            )
+            statement = statement.where(images.c.id.not_in(unwanted))
         elif isinstance(term, ScoreTerm) and not labels:
             inside = _between(best.c.score, term.low, term.high)
             statement = statement.where(not_(inside) if term.negate else inside)
         elif isinstance(term, PathTerm):
             # Case-insensitive on both databases (ILIKE on PostgreSQL, as SQLite's LIKE is).
-            anywhere = or_(*(File.path.ilike(p, escape="\\") for p in term.like))
+            anywhere = or_(*(files.c.path.ilike(p, escape="\\") for p in term.like))
             statement = statement.where(not_(anywhere) if term.negate else anywhere)
         elif isinstance(term, AddedTerm):
             window = _between_dates(term)
             statement = statement.where(not_(window) if term.negate else window)
         elif isinstance(term, FormatTerm):
-            named = func.upper(Image.format).in_(term.formats)
+            named = func.upper(images.c.format).in_(term.formats)
             statement = statement.where(
-                or_(not_(named), Image.format.is_(None)) if term.negate else named
+                or_(not_(named), images.c.format.is_(None)) if term.negate else named
             )
-    key = {"score": best.c.score, "added": File.first_seen, "path": File.path}[sort.lstrip("-")]
+    keys = {"score": best.c.score, "added": files.c.first_seen, "path": files.c.path}
+    key = keys[sort.lstrip("-")]
     order = key.desc() if sort.startswith("-") else key.asc()
-    statement = statement.order_by(order, File.path)
+    statement = statement.order_by(order, files.c.path)
     return statement.limit(limit) if limit is not None else statement
 
 
 def _between_dates(term: AddedTerm) -> ColumnElement[bool]:
-    bounds = [File.first_seen >= term.start] if term.start is not None else []
-    bounds += [File.first_seen < term.end] if term.end is not None else []
+    bounds = [files.c.first_seen >= term.start] if term.start is not None else []
+    bounds += [files.c.first_seen < term.end] if term.end is not None else []
     return and_(*bounds)
 
 
@@ -139,22 +148,26 @@ def find(
     limit: int | None = None,
     language: Language = "en",
 ) -> Iterator[Row]:
-    """The rows of `matching_files`, read in chunks as they are printed."""
+    """The rows of `matching_files`, read in chunks as they are printed (plain rows through
+    a connection: the ORM session's row handling was a fifth of `tagger query label:dog`)."""
     statement = matching_files(query, min_score, sort, limit)
-    with store.session() as session:
-        for row in session.execute(statement.execution_options(yield_per=500)):
+    with store.engine.connect() as connection:
+        for row in connection.execute(statement.execution_options(yield_per=500)):
             yield _found(row, language)
 
 
 def _found(row: Any, language: Language) -> Row:
+    path, label, wnid, score, added, format_ = row[:6]  # by place: a row's names cost more
     found = {
-        "path": row.path,
-        "label": row.label,
-        "score": None if row.score is None else round(row.score, 4),
-        "added": _iso(row.added),
-        "format": row.format,
+        "path": path,
+        "label": label,
+        "score": None if score is None else round(score, 4),
+        "added": _iso(added),
+        "format": format_,
     }
-    return found | ({"label_zh": chinese(row.wnid)} if language == "zh" else {})
+    if language == "zh":
+        found["label_zh"] = chinese(wnid)
+    return found
 
 
 def page(
@@ -169,13 +182,13 @@ def page(
     """One page of `find`'s rows, each with its content's sha256 (for the web page)."""
     statement = (
         matching_files(query, min_score, sort)
-        .add_columns(Image.sha256.label("sha256"))
+        .add_columns(images.c.sha256.label("sha256"))
         .limit(limit)
         .offset(offset)
     )
-    with store.session() as session:
+    with store.engine.connect() as connection:
         return [
-            _found(row, language) | {"sha256": row.sha256} for row in session.execute(statement)
+            _found(row, language) | {"sha256": row.sha256} for row in connection.execute(statement)
         ]
 
 
@@ -201,34 +214,34 @@ def export(
     store: Store, query: Query, min_score: float, language: Language = "en"
 ) -> Iterator[Row]:
     """Every matching file with all its tags, one dict per file, streamed in path order."""
-    files = matching_files(query, min_score, sort="path").subquery()
+    matched = matching_files(query, min_score, sort="path").subquery()
     statement = (
         select(
-            files.c.path,
-            Image.sha256,
-            Image.format,
-            Image.width,
-            Image.height,
-            files.c.added,
-            Image.model,
-            Image.tagged_at,
-            Tag.rank,
-            Tag.label,
-            Tag.wnid,
-            Tag.class_index,
-            Tag.score,
-            Tag.derived,
+            matched.c.path,
+            images.c.sha256,
+            images.c.format,
+            images.c.width,
+            images.c.height,
+            matched.c.added,
+            images.c.model,
+            images.c.tagged_at,
+            tags.c.rank,
+            tags.c.label,
+            tags.c.wnid,
+            tags.c.class_index,
+            tags.c.score,
+            tags.c.derived,
         )
-        .join(Image, Image.id == files.c.image_id)
-        .join(Tag, Tag.image_id == Image.id)
-        .order_by(files.c.path, Tag.rank)
+        .join(images, images.c.id == matched.c.image_id)
+        .join(tags, tags.c.image_id == images.c.id)
+        .order_by(matched.c.path, tags.c.rank)
         .execution_options(yield_per=1000)
     )
-    with store.session() as session:
-        rows = session.execute(statement)
+    with store.engine.connect() as connection:
+        rows = connection.execute(statement)
         for path, group in groupby(rows, key=lambda row: row.path):
-            tags = list(group)
-            first = tags[0]
+            found = list(group)
+            first = found[0]
             yield {
                 "path": path,
                 "sha256": first.sha256,
@@ -248,7 +261,7 @@ def export(
                             "score": t.score,
                             "derived": t.derived,
                         }
-                        for t in tags
+                        for t in found
                     ),
                     language,
                 ),
@@ -267,4 +280,4 @@ def flat(file: Row) -> Iterator[Row]:
 
 def _iso(moment: datetime) -> str:
     """SQLite hands back naive datetimes; tagger stores UTC, so say so."""
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+    return moment.isoformat() if moment.tzinfo else f"{moment.isoformat()}+00:00"
