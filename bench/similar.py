@@ -11,7 +11,7 @@ the fold threshold, else a fold into the file); `--daemon` starts a real `tagger
 similar photos).
 
     python bench/similar.py [--vectors 100000] [--db /tmp/tagger-similar.db] [--duplicates]
-        [--added 1000] [--daemon]
+        [--added 1000] [--daemon] [--data FOLDER]
 """
 
 from __future__ import annotations
@@ -193,8 +193,9 @@ def main() -> None:
     )
     parser.add_argument("--added", type=int, default=0, help="then store this many more rows")
     parser.add_argument("--daemon", action="store_true", help="then a real watch --listen")
+    parser.add_argument("--data", type=Path, help="the index folder of an earlier run: reused")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="tagger-similar-"))
+    folder = args.data or Path(tempfile.mkdtemp(prefix="tagger-similar-"))
     db = args.db or folder / "tagger.db"
     if not db.exists():
         started = time.perf_counter()
@@ -210,9 +211,10 @@ def main() -> None:
     built = time.perf_counter() - started
     after_build = memory()
     p50, p95 = queried(index)
+    print(f"index in {folder}")
     print(
-        f"{len(index):,} vectors: build {built:.1f} s, query p50 {p50:.1f} ms, p95 {p95:.1f} ms"
-        f" (sync against the database included)"
+        f"{len(index):,} vectors: {'built' if index.rebuilds else 'mapped'} in {built:.1f} s,"
+        f" query p50 {p50:.1f} ms, p95 {p95:.1f} ms (sync against the database included)"
     )
     print(
         f"process memory added: after the build {shown(after_build, before)};"

@@ -13,7 +13,10 @@ Before each use it is compared with the database: rows added since are added (th
 case: a scan stored more), anything else (a file deleted or damaged, a crash between a
 commit and the index's save, rows removed by prune or re-tagging) rebuilds it from the
 database. Answers are checked against the database again (store/vectors.py,
-`present_images`), so a path the store has dropped is never returned.
+`present_images`), so a path the store has dropped is never returned. That check makes
+counting the rows before every search unneeded: a long-running process (the web server)
+compares only the newest row id (instant), and counts them (which reads the whole table's
+index) on its first use and every `RECOUNT_S` after, to rebuild without removed rows.
 
 Exact search below `EXACT_BELOW` vectors (a scan of 10,000 x 1280 float16 takes a few ms);
 HNSW above it (docs/benchmarks.md).
@@ -26,6 +29,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +40,7 @@ import numpy.typing as npt
 from tagger.errors import TaggerError
 from tagger.records import ModelId
 from tagger.store.database import Store
-from tagger.store.vectors import Extent, embeddings_after, extent
+from tagger.store.vectors import Extent, embeddings_after, extent, newest
 
 if TYPE_CHECKING:
     from usearch.index import BatchMatches, Index, Matches
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 EXACT_BELOW = 50_000
 FOLD_AT = 5_000  # delta rows (12 MB of float16) before they go into the file
+RECOUNT_S = 60.0
 
 Found = list[tuple[int, float]]  # (embedding row id, cosine distance), nearest first
 
@@ -70,16 +75,24 @@ class VectorIndex:
         self._delta_keys = np.empty(0, np.int64)  # rows after the file's newest, in id order
         self._delta = np.empty((0, 0), np.float16)
         self._lock = threading.Lock()
+        self._counted = -RECOUNT_S  # time.monotonic() of the last count
         self.rebuilds = 0  # for tests and logs: how often the database was read in full
         self.folds = 0  # how often the delta went into the file
 
     def sync(self) -> None:
         """Bring the index up to the database: load it, add what is new, or rebuild it."""
         with self._lock:
-            stored = extent(self._store, self._model)
             if not self._loaded:
                 self._load()
             held = self._held()
+            if (
+                self._loaded
+                and time.monotonic() - self._counted < RECOUNT_S
+                and newest(self._store, self._model) == held.max_id
+            ):
+                return
+            stored = extent(self._store, self._model)
+            self._counted = time.monotonic()
             if self._loaded and held == stored:
                 return
             if self._file is not None and held.max_id <= stored.max_id:

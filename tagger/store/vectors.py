@@ -63,6 +63,14 @@ def extent(store: Store, model: ModelId, up_to: int | None = None) -> Extent:
     return Extent(int(count), int(max_id))
 
 
+def newest(store: Store, model: ModelId) -> int:
+    """The newest row id of `model`'s embeddings (0 for none): one step down the index,
+    where a count reads all of it (1 s at a million rows on a busy machine)."""
+    statement = select(func.coalesce(func.max(Embedding.id), 0)).where(*_of(model))
+    with store.session() as session:
+        return int(session.execute(statement).scalar_one())
+
+
 def embeddings_after(
     store: Store, model: ModelId, after: int, chunk: int = 4096
 ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float16]]]:
