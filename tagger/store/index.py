@@ -15,8 +15,10 @@ commit and the index's save, rows removed by prune or re-tagging) rebuilds it fr
 database. Answers are checked against the database again (store/vectors.py,
 `present_images`), so a path the store has dropped is never returned. That check makes
 counting the rows before every search unneeded: a long-running process (the web server)
-compares only the newest row id (instant), and counts them (which reads the whole table's
-index) on its first use and every `RECOUNT_S` after, to rebuild without removed rows.
+compares only the newest row id (instant; rows past it are counted, a short range), and
+counts them all (which reads the whole of the table's index: a second at a million rows on
+a busy machine) on its first use and every `RECOUNT_S` after, to rebuild without removed
+rows.
 
 Exact search below `EXACT_BELOW` vectors (a scan of 10,000 x 1280 float16 takes a few ms);
 HNSW above it (docs/benchmarks.md).
@@ -85,12 +87,13 @@ class VectorIndex:
             if not self._loaded:
                 self._load()
             held = self._held()
-            if (
-                self._loaded
-                and time.monotonic() - self._counted < RECOUNT_S
-                and newest(self._store, self._model) == held.max_id
-            ):
-                return
+            if self._loaded and time.monotonic() - self._counted < RECOUNT_S:
+                latest = newest(self._store, self._model)
+                if latest == held.max_id:
+                    return
+                if latest > held.max_id and self._file is not None:  # counted since
+                    self._catch_up(extent(self._store, self._model, after=held.max_id).count)
+                    return
             stored = extent(self._store, self._model)
             self._counted = time.monotonic()
             if self._loaded and held == stored:
@@ -98,12 +101,7 @@ class VectorIndex:
             if self._file is not None and held.max_id <= stored.max_id:
                 unchanged = extent(self._store, self._model, up_to=held.max_id)
                 if unchanged == held:  # only additions since: catch up
-                    added = stored.count - held.count
-                    waiting = len(self._delta_keys) + added
-                    if waiting >= FOLD_AT or waiting * 10 >= self._saved.count:
-                        self._fold()
-                    else:
-                        self._add_to_delta(held.max_id)
+                    self._catch_up(stored.count - held.count)
                     return
             self._rebuild()
 
@@ -228,6 +226,14 @@ class VectorIndex:
             last = int(ids[-1])
         self._close()
         self._replace(index, last)
+
+    def _catch_up(self, added: int) -> None:
+        """The `added` rows after the newest held: into the delta, or all into the file."""
+        waiting = len(self._delta_keys) + added
+        if waiting >= FOLD_AT or waiting * 10 >= self._saved.count:
+            self._fold()
+        else:
+            self._add_to_delta(self._held().max_id)
 
     def _add_to_delta(self, after: int) -> None:
         for ids, vectors in embeddings_after(self._store, self._model, after):

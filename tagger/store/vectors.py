@@ -53,10 +53,14 @@ class Extent:
     max_id: int
 
 
-def extent(store: Store, model: ModelId, up_to: int | None = None) -> Extent:
-    """The embeddings of `model` (with row id `up_to` or less, if given)."""
+def extent(
+    store: Store, model: ModelId, up_to: int | None = None, after: int | None = None
+) -> Extent:
+    """The embeddings of `model` (with row id `up_to` or less, above `after`, if given)."""
     statement = select(func.count(), func.coalesce(func.max(Embedding.id), 0)).where(
-        *_of(model), *([Embedding.id <= up_to] if up_to is not None else [])
+        *_of(model),
+        *([Embedding.id <= up_to] if up_to is not None else []),
+        *([Embedding.id > after] if after is not None else []),
     )
     with store.session() as session:
         count, max_id = session.execute(statement).one()
