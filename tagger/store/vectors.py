@@ -53,14 +53,26 @@ class Extent:
     max_id: int
 
 
-def extent(store: Store, model: ModelId, up_to: int | None = None) -> Extent:
-    """The embeddings of `model` (with row id `up_to` or less, if given)."""
+def extent(
+    store: Store, model: ModelId, up_to: int | None = None, after: int | None = None
+) -> Extent:
+    """The embeddings of `model` (with row id `up_to` or less, above `after`, if given)."""
     statement = select(func.count(), func.coalesce(func.max(Embedding.id), 0)).where(
-        *_of(model), *([Embedding.id <= up_to] if up_to is not None else [])
+        *_of(model),
+        *([Embedding.id <= up_to] if up_to is not None else []),
+        *([Embedding.id > after] if after is not None else []),
     )
     with store.session() as session:
         count, max_id = session.execute(statement).one()
     return Extent(int(count), int(max_id))
+
+
+def newest(store: Store, model: ModelId) -> int:
+    """The newest row id of `model`'s embeddings (0 for none): one step down the index,
+    where a count reads all of it (1 s at a million rows on a busy machine)."""
+    statement = select(func.coalesce(func.max(Embedding.id), 0)).where(*_of(model))
+    with store.session() as session:
+        return int(session.execute(statement).scalar_one())
 
 
 def embeddings_after(
