@@ -1,12 +1,13 @@
 """The one place that wires the stages together, in the order the work flows.
 
-    paths (walk or watch) -> examine -> identify -> decode (thread pool) -> batch
+    paths (walk or watch) -> examine -> [identify -> decode] (thread pool) -> batch
       -> classify -> store (writer thread)
 
 `tagger scan` feeds it a folder walk; `tagger watch` feeds it finished files as they come,
 plus renames and removals (`Moved`, `Gone`), which go straight to the writer.
-The main thread does the cheap, ordered part (stat, hash, dedup); decoding runs in a pool
-(Pillow releases the GIL) while a second thread runs the model, so the two overlap.
+The main thread does the cheap, ordered part (stat, the unchanged check); a pool hashes,
+dedups and decodes (hashlib and Pillow release the GIL) while the model runs up to its
+`lanes` batches at once, so all of it overlaps.
 `run(..., threaded=False)` runs the same stages one after another on the caller's thread.
 """
 
@@ -16,12 +17,13 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from tagger.config import Settings
 from tagger.errors import SkipFile
 from tagger.inference.base import Classifier
+from tagger.inference.specs import Geometry
 from tagger.pipeline.batching import END, EndOfInput, batches
 from tagger.pipeline.decode import DecodeMemory, crashed_decodes
 from tagger.pipeline.files import printable
@@ -38,8 +40,8 @@ from tagger.pipeline.threads import Worker
 from tagger.records import (
     Decoded,
     Failure,
+    FileInfo,
     Gone,
-    Hashed,
     Link,
     Moved,
     Outcome,
@@ -107,7 +109,9 @@ class Pipeline:
         workers = self._settings.scan.decode_workers
         geometry, max_pixels = self._classifier.spec.geometry, self._settings.scan.max_pixels
         # Bounds the images decoded but not yet classified, whatever the size of the input.
-        in_flight = threading.BoundedSemaphore(2 * self._classifier.batch_size + workers)
+        in_flight = threading.BoundedSemaphore(
+            (_lanes(self._classifier) + 1) * self._classifier.batch_size + workers
+        )
         decoded: queue.Queue[Decoded | Failure | EndOfInput] = queue.Queue()
         with ThreadPoolExecutor(workers, thread_name_prefix="tagger-decode") as pool:
             inference = Worker(
@@ -119,15 +123,15 @@ class Pipeline:
                         break
                     inference.check()
                     writer.check()
-                    hashed = self._admit(item, writer)
-                    if hashed is None:
+                    file = self._admit(item, writer)
+                    if file is None:
                         continue
                     while not in_flight.acquire(timeout=0.5):
                         inference.check()
                     with self._lock:
                         self._decoding += 1
-                    future = pool.submit(decode_or_fail, hashed, geometry, max_pixels, self._memory)
-                    future.add_done_callback(lambda done: self._decoded(decoded, done.result()))
+                    future = pool.submit(self._read, file, writer, geometry, max_pixels)
+                    future.add_done_callback(lambda done: self._decoded(decoded, in_flight, done))
                 pool.shutdown(wait=True)
             finally:
                 decoded.put(END)
@@ -150,11 +154,20 @@ class Pipeline:
             yield item
 
     def _decoded(
-        self, decoded: queue.Queue[Decoded | Failure | EndOfInput], result: Decoded | Failure
+        self,
+        decoded: queue.Queue[Decoded | Failure | EndOfInput],
+        in_flight: threading.BoundedSemaphore,
+        done: Future[Decoded | Failure | None],
     ) -> None:
-        decoded.put(result)
-        with self._lock:  # after the put: none in flight means none still to arrive
-            self._decoding -= 1
+        try:
+            result = done.result()
+        finally:
+            if done.exception() is not None or result is None:  # nothing for the model
+                in_flight.release()
+            else:
+                decoded.put(result)
+            with self._lock:  # after the put: none in flight means none still to arrive
+                self._decoding -= 1
 
     def _more_coming(self) -> bool:
         """Whether images may join a batch soon: some are being decoded, or the feed is
@@ -172,9 +185,10 @@ class Pipeline:
             if stop.is_set():
                 break
             writer.check()
-            hashed = self._admit(item, writer)
-            if hashed is not None:
-                batch.append(decode_or_fail(hashed, geometry, max_pixels, self._memory))
+            file = self._admit(item, writer)
+            read = None if file is None else self._read(file, writer, geometry, max_pixels)
+            if read is not None:
+                batch.append(read)
             if len(batch) >= self._classifier.batch_size:
                 self._store_batch(batch, writer, stop)
                 batch = []
@@ -193,32 +207,43 @@ class Pipeline:
         for marker, _ in crashed:
             marker.unlink(missing_ok=True)
 
-    def _admit(self, item: Item, writer: StoreWriter) -> Hashed | None:
-        """The cheap, ordered part for one item; returns the content still to classify."""
+    def _admit(self, item: Item, writer: StoreWriter) -> FileInfo | None:
+        """The cheap, ordered part for one item (stat, the unchanged check); returns the
+        file still to read."""
         if not isinstance(item, Path):  # a rename, removal or sweep: the writer's business
             writer.put(item)
             if not isinstance(item, Swept):
                 with self._lock:
                     self._summary.add(Outcome.MISSING if isinstance(item, Gone) else Outcome.MOVED)
             return None
-        model = self._classifier.id
         try:
             again = self._reread is not None and self._reread(str(item))
-            found = examine(item, self._settings.scan, self._store, model, again)
-            if isinstance(found, Unchanged):
-                if found.missing:
-                    writer.put(Seen(found.file))
-                self._done(found.file.path, Outcome.UNCHANGED)
-                return None
-            content = identify(found, self._store, model, self._recent)
+            found = examine(item, self._settings.scan, self._store, self._classifier.id, again)
         except SkipFile as skip:
             self._fail(writer, failure_for(item, skip), reported=str(item))
+            return None
+        if isinstance(found, Unchanged):
+            if found.missing:
+                writer.put(Seen(found.file))
+            self._done(found.file.path, Outcome.UNCHANGED)
+            return None
+        return found
+
+    def _read(
+        self, file: FileInfo, writer: StoreWriter, geometry: Geometry, max_pixels: int
+    ) -> Decoded | Failure | None:
+        """Hash, then link known content or decode new content: on the decode workers, so
+        that hashing does not hold up the feed (None: nothing left for the model)."""
+        try:
+            content = identify(file, self._store, self._classifier.id, self._recent)
+        except SkipFile as skip:
+            self._fail(writer, failure_for(Path(file.path), skip), reported=file.path)
             return None
         if isinstance(content, Link):
             writer.put(content)
             self._done(content.file.path, Outcome.DUPLICATE)
             return None
-        return content
+        return decode_or_fail(content, geometry, max_pixels, self._memory)
 
     def _classify_loop(
         self,
@@ -227,13 +252,33 @@ class Pipeline:
         writer: StoreWriter,
         stop: threading.Event,
     ) -> None:
-        """Batch decoded images, run the model, and pass results and failures to the writer."""
+        """Batch decoded images, run the model, and pass results and failures to the writer.
+
+        Up to the model's `lanes` batches run at once (OpenVINO: 2): a stream done with its
+        share of one batch starts on the next instead of idling at the first's barrier, and
+        the model never waits while a batch is turned into tags."""
         size, max_wait = self._classifier.batch_size, self._settings.batch.max_wait
-        batch: list[Decoded | Failure]
-        for batch in batches(decoded, size, max_wait, self._more_coming):
-            self._store_batch(batch, writer, stop)
-            for _ in batch:
-                in_flight.release()
+        running: set[Future[None]] = set()
+        count = _lanes(self._classifier)
+
+        def run(batch: list[Decoded | Failure]) -> None:
+            try:
+                self._store_batch(batch, writer, stop)
+            finally:
+                for _ in batch:
+                    in_flight.release()
+
+        with ThreadPoolExecutor(count, "tagger-inference") as lanes:
+            try:
+                for batch in batches(decoded, size, max_wait, self._more_coming):
+                    while len(running) >= count:
+                        done, running = wait(running, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            future.result()
+                    running.add(lanes.submit(run, batch))
+            finally:
+                for future in running:
+                    future.result()
 
     def _store_batch(
         self, batch: list[Decoded | Failure], writer: StoreWriter, stop: threading.Event
@@ -259,3 +304,8 @@ class Pipeline:
             self._summary.add(outcome)
         if self._report is not None:
             self._report(path, outcome)
+
+
+def _lanes(classifier: Classifier) -> int:
+    """How many batches the model runs well at once (a runtime's `lanes`; 1 if it has none)."""
+    return max(1, int(getattr(classifier, "lanes", 1)))

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from tagger import records
 from tagger.records import ModelId, utcnow
 from tagger.store.database import Store
 from tagger.store.schema import OWN_PREFIX, OWN_RANK, Embedding, OwnExample, OwnLabel, Tag
@@ -62,15 +63,13 @@ def own_models(session: Session, model: ModelId) -> list[OwnModel]:
     ]
 
 
-def own_tags(models: Iterable[OwnModel], vector: npt.NDArray[Any]) -> list[Tag]:
-    """The tag rows the labels give one embedding."""
+def own_tags(models: Iterable[OwnModel], vector: npt.NDArray[Any]) -> list[records.Tag]:
+    """The tags the labels give one embedding."""
     tags = []
     for own in models:
         score = float(own.scores(vector[None])[0])
         if score >= OWN_MIN_SCORE:
-            tags.append(
-                Tag(label=own.name, class_index=None, score=score, rank=own.rank, wnid=own.wnid)
-            )
+            tags.append(records.Tag(own.name, None, score, own.rank, own.wnid))
     return tags
 
 

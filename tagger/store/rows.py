@@ -7,11 +7,12 @@ import logging
 import os
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from tagger.records import Failure, FileInfo, Link, Moved, Seen, Swept, Tagged
+from tagger.records import Failure, FileInfo, Link, Moved, Seen, Swept, Tag, Tagged
 from tagger.store.schema import File, Image
+from tagger.store.schema import Tag as TagRow
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,29 @@ def upsert_file(
         return
     row.size, row.mtime_ns, row.error = file.size, file.mtime_ns, error
     row.image = image
+
+
+def forget_tags(session: Session, image_id: int) -> None:
+    session.execute(delete(TagRow).where(TagRow.image_id == image_id))
+
+
+def insert_tags(session: Session, tagged: list[tuple[int, list[Tag]]]) -> None:
+    """The tags of many images in one statement (executemany)."""
+    values = [
+        {
+            "image_id": image_id,
+            "label": tag.label,
+            "class_index": tag.class_index,
+            "score": tag.score,
+            "rank": tag.rank,
+            "wnid": tag.wnid,
+            "derived": tag.derived,
+        }
+        for image_id, tags in tagged
+        for tag in tags
+    ]
+    if values:
+        session.execute(insert(TagRow), values)
 
 
 def under(path: str) -> ColumnElement[bool]:

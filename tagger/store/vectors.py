@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from tagger.records import ModelId
@@ -29,19 +29,27 @@ def as_vector(data: bytes) -> Vector:
     return np.frombuffer(data, dtype="<f2")
 
 
-def replace_embedding(session: Session, image: Image, model: ModelId, vector: Vector) -> None:
-    """The image's embedding from this analysis (the writer's, with the tags)."""
-    if image.id is not None:
-        session.execute(delete(Embedding).where(Embedding.image_id == image.id))
-    session.add(
-        Embedding(
-            image=image,
-            model=model.name,
-            weights_sha256=model.weights_sha256,
-            dim=int(vector.shape[0]),
-            vector=as_bytes(vector),
+def forget_embedding(session: Session, image_id: int) -> None:
+    """Before a re-analysis of the image is stored (the writer's)."""
+    session.execute(delete(Embedding).where(Embedding.image_id == image_id))
+
+
+def insert_embeddings(session: Session, analysed: list[tuple[int, ModelId, Vector]]) -> None:
+    """The embeddings of many images in one statement (the writer's, with their tags)."""
+    if analysed:
+        session.execute(
+            insert(Embedding),
+            [
+                {
+                    "image_id": image_id,
+                    "model": model.name,
+                    "weights_sha256": model.weights_sha256,
+                    "dim": int(vector.shape[0]),
+                    "vector": as_bytes(vector),
+                }
+                for image_id, model, vector in analysed
+            ],
         )
-    )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -28,15 +28,15 @@ from tagger.records import (
     Moved,
     Seen,
     Swept,
+    Tag,
     Tagged,
     utcnow,
 )
 from tagger.store.database import Store
 from tagger.store.own import OwnModel, own_models, own_tags
-from tagger.store.rows import Rows, move, sweep, under, upsert_file
+from tagger.store.rows import Rows, forget_tags, insert_tags, move, sweep, under, upsert_file
 from tagger.store.schema import File, Image, ImageStatus
-from tagger.store.schema import Tag as TagRow
-from tagger.store.vectors import replace_embedding
+from tagger.store.vectors import Vector, forget_embedding, insert_embeddings
 
 log = logging.getLogger(__name__)
 _MAX_RETRY_WAIT = 30.0  # seconds between tries while the database cannot be written
@@ -54,6 +54,16 @@ _STOP = object()
 _LOCK_STEP_MS = 250
 _LOCK_WAIT_S = 30.0  # in all, as long as the engine's busy timeout, before it is an error
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Analysed:
+    """What a transaction stores for a tagged image once the image has its row id."""
+
+    image: Image
+    tags: list[Tag]
+    model: ModelId
+    vector: Vector | None
 
 
 @dataclass(frozen=True)
@@ -289,6 +299,7 @@ class StoreWriter:
     def _write_ops(self, session: Session, ops: list[Any], now: Any) -> None:
         rows = Rows(session, ops)
         self._own = {}  # labels of one's own, read once a transaction
+        analysed: dict[str, _Analysed] = {}
         for op in ops:
             if isinstance(op, Gone | Moved | Swept):  # bulk updates, after an autoflush
                 if isinstance(op, Gone):
@@ -304,35 +315,34 @@ class StoreWriter:
                 rows.forget()
                 continue
             with session.no_autoflush:
-                self._write_one(session, rows, op, now)
+                self._write_one(session, rows, op, now, analysed)
+        if analysed:  # one statement a table: the ORM's INSERT a row was most of the writing
+            session.flush()  # the new images get their ids
+            found = analysed.values()
+            insert_tags(session, [(each.image.id, each.tags) for each in found])
+            vectors = [(each.image.id, each.model, each.vector) for each in found]
+            insert_embeddings(session, [(i, m, v) for i, m, v in vectors if v is not None])
 
-    def _write_one(self, session: Session, rows: Rows, op: Any, now: Any) -> None:
+    def _write_one(
+        self, session: Session, rows: Rows, op: Any, now: Any, analysed: dict[str, _Analysed]
+    ) -> None:
         if isinstance(op, Tagged):
-            image = self._upsert_image(
-                session, rows, op.decoded.hashed.sha256, op.decoded.hashed.file.size, now
-            )
+            sha256 = op.decoded.hashed.sha256
+            image = self._upsert_image(session, rows, sha256, op.decoded.hashed.file.size, now)
             image.width, image.height = op.decoded.width, op.decoded.height
             image.format = op.decoded.format
             image.model, image.weights_sha256 = op.model.name, op.model.weights_sha256
             image.status, image.error = ImageStatus.TAGGED, None
             if image.id is not None:  # a re-tag: old ranks go first, or (image, rank) clashes
-                session.execute(delete(TagRow).where(TagRow.image_id == image.id))
-            image.tags = [
-                TagRow(
-                    label=t.label,
-                    class_index=t.class_index,
-                    score=t.score,
-                    rank=t.rank,
-                    wnid=t.wnid,
-                    derived=t.derived,
-                )
-                for t in op.tags
-            ]
+                forget_tags(session, image.id)
+                if op.embedding is not None:
+                    forget_embedding(session, image.id)
+            tags = list(op.tags)
             if op.embedding is not None:
-                replace_embedding(session, image, op.model, op.embedding)
                 if op.model not in self._own:
                     self._own[op.model] = own_models(session, op.model)
-                image.tags += own_tags(self._own[op.model], op.embedding)
+                tags += own_tags(self._own[op.model], op.embedding)
+            analysed[sha256] = _Analysed(image, tags, op.model, op.embedding)
             self._link_all(rows, image, op.decoded.hashed.file, now)
         elif isinstance(op, Failure) and op.transient:
             if op.sha256 is not None:  # its duplicates are found again next time
