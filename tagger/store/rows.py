@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from tagger.records import Failure, FileInfo, Link, Moved, Seen, Swept, Tag, Tagged
@@ -113,7 +113,7 @@ def insert_tags(session: Session, tagged: list[tuple[int, list[Tag]]]) -> None:
         for tag in tags
     ]
     if values:
-        session.execute(insert(TagRow), values)
+        session.execute(insert(cast(Table, TagRow.__table__)), values)  # Core: no ORM per row
 
 
 def under(path: str) -> ColumnElement[bool]:

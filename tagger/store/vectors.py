@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import ColumnElement, delete, func, insert, select
+from sqlalchemy import ColumnElement, Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from tagger.records import ModelId
@@ -38,7 +39,7 @@ def insert_embeddings(session: Session, analysed: list[tuple[int, ModelId, Vecto
     """The embeddings of many images in one statement (the writer's, with their tags)."""
     if analysed:
         session.execute(
-            insert(Embedding),
+            insert(cast(Table, Embedding.__table__)),  # Core: no ORM per row
             [
                 {
                     "image_id": image_id,
