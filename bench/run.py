@@ -173,12 +173,17 @@ class ThreadCpu:
     def __init__(self) -> None:
         self._start: dict[str, tuple[str, float]] = {}
         self._last: dict[str, tuple[str, float]] = {}
+        self._names: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self.seconds: dict[str, float] = {}
 
     def _sample(self) -> dict[str, tuple[str, float]]:
-        names = {str(t.native_id): t.name.split("_")[0] for t in threading.enumerate()}
+        # Names as first seen: a thread that has just ended is still in /proc for a moment
+        # but no longer known to `threading`, and must not turn into a runtime thread.
+        for thread in threading.enumerate():
+            self._names.setdefault(str(thread.native_id), thread.name.split("_")[0])
+        names = self._names
         tick = os.sysconf("SC_CLK_TCK")
         out = {}
         for tid in os.listdir("/proc/self/task"):
