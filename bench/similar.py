@@ -5,13 +5,16 @@ database, then the real `VectorIndex` built from it and queried.
 Prints: build time (reading the database included), query p50/p95 over 200 queries, and what
 the process holds afterwards, split as the kernel counts it: RssAnon (its own memory) and
 RssFile (pages of the memory-mapped index it has touched: page cache, shared and dropped
-under pressure). `--added N` then stores N more rows and times the catch-up (a delta below
+under pressure). `--recall` compares the answers for 200 stored photos with an exact search
+of every stored vector (recall of the top 10, and how far the similarities shown are from
+the exact ones); `--added N` then stores N more rows and times the catch-up (a delta below
 the fold threshold, else a fold into the file); `--daemon` starts a real `tagger watch
 --listen` on the database and reads its RSS after opening 50 photo pages (each shows
-similar photos).
+similar photos). `--db` may name a real library's database: its model's embeddings are
+used.
 
     python bench/similar.py [--vectors 100000] [--db /tmp/tagger-similar.db] [--duplicates]
-        [--added 1000] [--daemon] [--data FOLDER]
+        [--recall] [--candidates 160] [--added 1000] [--daemon] [--data FOLDER]
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+import tagger.store.index
 from tagger.records import ModelId
 from tagger.store.database import Store
 from tagger.store.index import VectorIndex
+from tagger.store.vectors import embedding_models
 
 DIM = 1280
 MODEL = ModelId("efficientnet_lite0", "0" * 64)
@@ -108,6 +113,54 @@ def queried(index: VectorIndex, seed: int = 1) -> tuple[float, float]:
         times.append((time.perf_counter() - started) * 1000)
     p50, p95 = np.percentile(times, [50, 95])
     return float(p50), float(p95)
+
+
+def recall(store: Store, model: ModelId, index: VectorIndex, count: int = 200) -> None:
+    """Recall of the exact top 10 for `count` stored photos (spread over the library, each
+    left out of its own answer), and the largest difference between a similarity shown and
+    the exact one, the exact search a pass over every stored vector."""
+    from tagger.store.vectors import embeddings_after
+
+    total = len(index)
+    picks = set(np.linspace(0, total - 1, count).astype(int).tolist())
+    keys, queries, seen = [], [], 0
+    for ids, vectors in embeddings_after(store, model, 0):
+        for at in range(len(ids)):
+            if seen + at in picks:
+                keys.append(int(ids[at]))
+                queries.append(vectors[at])
+        seen += len(ids)
+    wide = np.stack(queries).astype(np.float32)
+    wide /= np.linalg.norm(wide, axis=1, keepdims=True)
+    best_ids = np.zeros((len(keys), 0), np.int64)
+    best = np.zeros((len(keys), 0), np.float32)
+    for ids, vectors in embeddings_after(store, model, 0):
+        block = vectors.astype(np.float32)
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        scores = np.concatenate([best, wide @ block.T], axis=1)
+        every = np.concatenate([best_ids, np.broadcast_to(ids, (len(keys), len(ids)))], axis=1)
+        scores[every == np.array(keys)[:, None]] = -2.0  # not itself
+        top = np.argsort(-scores, axis=1)[:, :10]
+        best, best_ids = np.take_along_axis(scores, top, 1), np.take_along_axis(every, top, 1)
+    hits, off, times, gaps = 0, 0.0, [], []
+    for key, query, exact_ids in zip(keys, queries, best_ids, strict=True):
+        started = time.perf_counter()
+        answer = index.search(query, 10, exclude=key)
+        times.append((time.perf_counter() - started) * 1000)
+        hits += len({found for found, _ in answer} & set(exact_ids.tolist()))
+        gaps.append(float(best[keys.index(key)].mean()) - float(np.mean([s for _, s in answer])))
+        shown = dict(answer)
+        for other, score in zip(exact_ids.tolist(), best[keys.index(key)].tolist(), strict=True):
+            if other in shown:
+                off = max(off, abs(shown[other] - score))
+    p50, p95 = np.percentile(times, [50, 95])
+    print(
+        f"recall@10 of {len(keys)} stored photos against an exact search: "
+        f"{hits / len(keys) / 10:.4f} (mean similarity of the 10 shown {np.mean(gaps):.4f}"
+        f" below the exact 10's, at most {max(gaps):.4f}); similarities shown off by"
+        f" {off:.1e} at most;"
+        f" p50 {p50:.1f} ms, p95 {p95:.1f} ms"
+    )
 
 
 def added(db: Path, store: Store, index: VectorIndex, count: int) -> None:
@@ -191,10 +244,18 @@ def main() -> None:
     parser.add_argument(
         "--duplicates", action="store_true", help="also time near-duplicates of the whole library"
     )
+    parser.add_argument(
+        "--recall", action="store_true", help="also the recall against an exact search"
+    )
+    parser.add_argument(
+        "--candidates", type=int, help="re-rank this many (default: the index's CANDIDATES)"
+    )
     parser.add_argument("--added", type=int, default=0, help="then store this many more rows")
     parser.add_argument("--daemon", action="store_true", help="then a real watch --listen")
     parser.add_argument("--data", type=Path, help="the index folder of an earlier run: reused")
     args = parser.parse_args()
+    if args.candidates:
+        tagger.store.index.CANDIDATES = args.candidates
     folder = args.data or Path(tempfile.mkdtemp(prefix="tagger-similar-"))
     db = args.db or folder / "tagger.db"
     if not db.exists():
@@ -204,8 +265,9 @@ def main() -> None:
     with sqlite3.connect(db) as connection:
         with_paths(connection)
     store = Store(f"sqlite:///{db}")
+    model = embedding_models(store)[0]
     before = memory()
-    index = VectorIndex(store, MODEL, folder)
+    index = VectorIndex(store, model, folder)
     started = time.perf_counter()
     index.sync()
     built = time.perf_counter() - started
@@ -220,11 +282,13 @@ def main() -> None:
         f"process memory added: after the build {shown(after_build, before)};"
         f" after 200 searches {shown(memory(), before)}"
     )
-    reopened = VectorIndex(store, MODEL, folder)
+    reopened = VectorIndex(store, model, folder)
     started = time.perf_counter()
     reopened.sync()
     print(f"the saved file mapped again (a later start): {time.perf_counter() - started:.2f} s")
     del reopened
+    if args.recall:
+        recall(store, model, index)
     if args.added:
         added(db, store, index, args.added)
     if args.duplicates:

@@ -128,7 +128,9 @@ def near_duplicates(
         index = vector_index(settings, store, model)
         index.sync()
         for ids, vectors in embeddings_after(store, model, 0):
-            for key, found in zip(ids, index.neighbours(ids, vectors, neighbours), strict=True):
+            for key, found in zip(
+                ids, index.neighbours(ids, vectors, neighbours, threshold), strict=True
+            ):
                 for other, score in found:
                     if score >= threshold:
                         parent[root(other)] = root(int(key))

@@ -107,6 +107,20 @@ def embeddings_after(
         last = int(ids[-1])
 
 
+def vectors_by_id(store: Store, ids: Sequence[int]) -> dict[int, Vector]:
+    """The stored vectors of these embedding row ids (those still stored): the vector
+    index's candidates, re-ranked with them exactly."""
+    found: dict[int, Vector] = {}
+    ordered = sorted(set(ids))
+    with store.session() as session:
+        for start in range(0, len(ordered), 500):
+            statement = select(Embedding.id, Embedding.vector).where(
+                Embedding.id.in_(ordered[start : start + 500])
+            )
+            found |= {int(key): as_vector(data) for key, data in session.execute(statement)}
+    return found
+
+
 @dataclass(frozen=True)
 class Stored:
     """One image's embedding as read back: its row id, content, and the vector."""
