@@ -51,7 +51,7 @@ _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _WHITE = (255, 255, 255)
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _MB = 1_000_000
-_READ_BLOCK = 4 << 20
+_READ_BLOCK = 1 << 20
 # We enforce our own limit (scan.max_pixels) right after reading the header, so that
 # Pillow's global bomb check does not warn or refuse on its own terms.
 Image.MAX_IMAGE_PIXELS = None
@@ -168,8 +168,8 @@ def _decode_from(
 ) -> Decoded:
     with Image.open(handle) as image:
         # Pillow reads and decodes 64 kB at a time, taking the GIL back after each step: a
-        # 12 MP photo in one read of up to 4 MB keeps the other decode worker's core busy
-        # (+5% at 12 MP, docs/benchmarks.md).
+        # 12 MP photo in 1 MB steps keeps the other decode worker's core busier (+3 to 5
+        # points of the limit at 12 MP, docs/benchmarks.md).
         image.decodermaxblock = max(image.decodermaxblock, min(hashed.file.size, _READ_BLOCK))
         width, height = image.size
         if width * height > max_pixels:

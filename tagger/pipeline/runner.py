@@ -6,8 +6,8 @@
 `tagger scan` feeds it a folder walk; `tagger watch` feeds it finished files as they come,
 plus renames and removals (`Moved`, `Gone`), which go straight to the writer.
 The main thread does the cheap, ordered part (stat, the unchanged check); a pool hashes,
-dedups and decodes (hashlib and Pillow release the GIL) while the model runs up to its
-`lanes` batches at once, so all of it overlaps.
+dedups and decodes (hashlib and Pillow release the GIL) while a thread of its own runs the
+model, so all of it overlaps.
 `run(..., threaded=False)` runs the same stages one after another on the caller's thread.
 """
 
@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from tagger.config import Settings
@@ -109,9 +109,7 @@ class Pipeline:
         workers = self._settings.scan.decode_workers
         geometry, max_pixels = self._classifier.spec.geometry, self._settings.scan.max_pixels
         # Bounds the images decoded but not yet classified, whatever the size of the input.
-        in_flight = threading.BoundedSemaphore(
-            (_lanes(self._classifier) + 1) * self._classifier.batch_size + workers
-        )
+        in_flight = threading.BoundedSemaphore(2 * self._classifier.batch_size + workers)
         decoded: queue.Queue[Decoded | Failure | EndOfInput] = queue.Queue()
         with ThreadPoolExecutor(workers, thread_name_prefix="tagger-decode") as pool:
             inference = Worker(
@@ -253,32 +251,14 @@ class Pipeline:
         stop: threading.Event,
     ) -> None:
         """Batch decoded images, run the model, and pass results and failures to the writer.
-
-        Up to the model's `lanes` batches run at once (OpenVINO: 2): a stream done with its
-        share of one batch starts on the next instead of idling at the first's barrier, and
-        the model never waits while a batch is turned into tags."""
+        One batch at a time: two at once (OpenVINO's `lanes`) were no faster here and held
+        7 MB more (docs/benchmarks.md)."""
         size, max_wait = self._classifier.batch_size, self._settings.batch.max_wait
-        running: set[Future[None]] = set()
-        count = _lanes(self._classifier)
-
-        def run(batch: list[Decoded | Failure]) -> None:
-            try:
-                self._store_batch(batch, writer, stop)
-            finally:
-                for _ in batch:
-                    in_flight.release()
-
-        with ThreadPoolExecutor(count, "tagger-inference") as lanes:
-            try:
-                for batch in batches(decoded, size, max_wait, self._more_coming):
-                    while len(running) >= count:
-                        done, running = wait(running, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            future.result()
-                    running.add(lanes.submit(run, batch))
-            finally:
-                for future in running:
-                    future.result()
+        batch: list[Decoded | Failure]
+        for batch in batches(decoded, size, max_wait, self._more_coming):
+            self._store_batch(batch, writer, stop)
+            for _ in batch:
+                in_flight.release()
 
     def _store_batch(
         self, batch: list[Decoded | Failure], writer: StoreWriter, stop: threading.Event
@@ -304,8 +284,3 @@ class Pipeline:
             self._summary.add(outcome)
         if self._report is not None:
             self._report(path, outcome)
-
-
-def _lanes(classifier: Classifier) -> int:
-    """How many batches the model runs well at once (a runtime's `lanes`; 1 if it has none)."""
-    return max(1, int(getattr(classifier, "lanes", 1)))

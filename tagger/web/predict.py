@@ -76,11 +76,6 @@ class SharedClassifier:
         return self._inner.batch_size
 
     @property
-    def lanes(self) -> int:
-        """The pipeline may run this many batches at once; a web request still goes first."""
-        return self._lanes
-
-    @property
     def label_rules(self) -> LabelRules:
         return self._inner.label_rules
 
