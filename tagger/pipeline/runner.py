@@ -23,7 +23,6 @@ from pathlib import Path
 from tagger.config import Settings
 from tagger.errors import SkipFile
 from tagger.inference.base import Classifier
-from tagger.inference.specs import Geometry
 from tagger.pipeline.batching import END, EndOfInput, batches
 from tagger.pipeline.decode import DecodeMemory, crashed_decodes
 from tagger.pipeline.files import printable
@@ -107,7 +106,6 @@ class Pipeline:
         self, items: Iterable[Item], writer: StoreWriter, stop: threading.Event
     ) -> None:
         workers = self._settings.scan.decode_workers
-        geometry, max_pixels = self._classifier.spec.geometry, self._settings.scan.max_pixels
         # Bounds the images decoded but not yet classified, whatever the size of the input.
         in_flight = threading.BoundedSemaphore(2 * self._classifier.batch_size + workers)
         decoded: queue.Queue[Decoded | Failure | EndOfInput] = queue.Queue()
@@ -128,7 +126,7 @@ class Pipeline:
                         inference.check()
                     with self._lock:
                         self._decoding += 1
-                    future = pool.submit(self._read, file, writer, geometry, max_pixels)
+                    future = pool.submit(self._read, file, writer)
                     future.add_done_callback(lambda done: self._decoded(decoded, in_flight, done))
                 pool.shutdown(wait=True)
             finally:
@@ -177,14 +175,13 @@ class Pipeline:
         self, items: Iterable[Item], writer: StoreWriter, stop: threading.Event
     ) -> None:
         """Every stage on this thread, one file after another: for tests and debugging."""
-        geometry, max_pixels = self._classifier.spec.geometry, self._settings.scan.max_pixels
         batch: list[Decoded | Failure] = []
         for item in items:
             if stop.is_set():
                 break
             writer.check()
             file = self._admit(item, writer)
-            read = None if file is None else self._read(file, writer, geometry, max_pixels)
+            read = None if file is None else self._read(file, writer)
             if read is not None:
                 batch.append(read)
             if len(batch) >= self._classifier.batch_size:
@@ -227,9 +224,7 @@ class Pipeline:
             return None
         return found
 
-    def _read(
-        self, file: FileInfo, writer: StoreWriter, geometry: Geometry, max_pixels: int
-    ) -> Decoded | Failure | None:
+    def _read(self, file: FileInfo, writer: StoreWriter) -> Decoded | Failure | None:
         """Hash, then link known content or decode new content: on the decode workers, so
         that hashing does not hold up the feed (None: nothing left for the model)."""
         try:
@@ -241,6 +236,7 @@ class Pipeline:
             writer.put(content)
             self._done(content.file.path, Outcome.DUPLICATE)
             return None
+        geometry, max_pixels = self._classifier.spec.geometry, self._settings.scan.max_pixels
         return decode_or_fail(content, geometry, max_pixels, self._memory)
 
     def _classify_loop(

@@ -136,11 +136,9 @@ class VectorIndex:
         self.path = folder / f"{stem}.usearch"
         self._meta = folder / f"{stem}.json"
         self.projection_path = folder / f"{stem}.projection.npz"
-        self._loaded = False
         self._file: Index | None = None  # the saved file, mapped; None while it holds nothing
         self._projection: Projection | None = None  # None while the library has no vector
-        self._record: dict[str, Any] = {}  # the saved file's, as loaded
-        self._saved = Extent(0, 0)  # what the file holds
+        self._record: dict[str, Any] = {}  # the saved file's, as loaded; empty until then
         self._delta_keys = np.empty(0, np.int64)  # rows after the file's newest, in id order
         self._delta = np.empty((0, 0), np.float16)
         self._lock = threading.Lock()
@@ -212,6 +210,15 @@ class VectorIndex:
 
     def __len__(self) -> int:
         return self._saved.count + len(self._delta_keys)
+
+    @property
+    def _loaded(self) -> bool:
+        return bool(self._record)
+
+    @property
+    def _saved(self) -> Extent:
+        """What the file holds, as its record says."""
+        return Extent(int(self._record.get("count", 0)), int(self._record.get("max_id", 0)))
 
     def _held(self) -> Extent:
         newest = int(self._delta_keys[-1]) if len(self._delta_keys) else self._saved.max_id
@@ -285,8 +292,6 @@ class VectorIndex:
             return
         self._file = index if len(index) else None
         self._projection, self._record = projection, record
-        self._saved = Extent(int(record["count"]), int(record["max_id"]))
-        self._loaded = True
 
     def _read(self, view: bool) -> tuple[dict[str, Any], Projection | None, Index]:
         """The record, the projection and the file (mapped, or loaded whole), or an error
@@ -312,8 +317,7 @@ class VectorIndex:
     def _close(self) -> None:
         if self._file is not None:
             self._file.reset()  # type: ignore[no-untyped-call]  # unmaps the file
-        self._file, self._saved, self._loaded = None, Extent(0, 0), False
-        self._projection, self._record = None, {}
+        self._file, self._projection, self._record = None, None, {}
         self._delta_keys = np.empty(0, np.int64)
         self._delta = np.empty((0, 0), np.float16)
 

@@ -6,13 +6,13 @@ product is the cosine similarity."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import ColumnElement, Table, delete, func, insert, select
+from sqlalchemy import ColumnElement, Select, Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from tagger.records import ModelId
@@ -20,6 +20,7 @@ from tagger.store.database import Store
 from tagger.store.schema import PRESENT, Embedding, File, Image, ImageStatus
 
 Vector = npt.NDArray[np.float16]
+K = TypeVar("K", int, str)
 
 
 def as_bytes(vector: Vector) -> bytes:
@@ -110,15 +111,11 @@ def embeddings_after(
 def vectors_by_id(store: Store, ids: Sequence[int]) -> dict[int, Vector]:
     """The stored vectors of these embedding row ids (those still stored): the vector
     index's candidates, re-ranked with them exactly."""
-    found: dict[int, Vector] = {}
-    ordered = sorted(set(ids))
-    with store.session() as session:
-        for start in range(0, len(ordered), 500):
-            statement = select(Embedding.id, Embedding.vector).where(
-                Embedding.id.in_(ordered[start : start + 500])
-            )
-            found |= {int(key): as_vector(data) for key, data in session.execute(statement)}
-    return found
+    return _in_chunks(
+        store,
+        ids,
+        lambda chunk: select(Embedding.id, Embedding.vector).where(Embedding.id.in_(chunk)),
+    )
 
 
 @dataclass(frozen=True)
@@ -167,16 +164,27 @@ def embedding_models(store: Store) -> list[ModelId]:
 
 def embeddings_of(store: Store, shas: Sequence[str], model: ModelId) -> dict[str, Vector]:
     """The vectors of these contents that have one for `model`, by sha256."""
-    found: dict[str, Vector] = {}
-    ordered = sorted(set(shas))
+    return _in_chunks(
+        store,
+        shas,
+        lambda chunk: (
+            select(Image.sha256, Embedding.vector)
+            .join(Embedding, Embedding.image_id == Image.id)
+            .where(Image.sha256.in_(chunk), *_of(model))
+        ),
+    )
+
+
+def _in_chunks(
+    store: Store, keys: Sequence[K], statement: Callable[[list[K]], Select[K, bytes]]
+) -> dict[K, Vector]:
+    """(key, vector) rows for many keys, 500 keys a query (SQLite's parameter limit)."""
+    found: dict[K, Vector] = {}
+    ordered = sorted(set(keys))
     with store.session() as session:
         for start in range(0, len(ordered), 500):
-            statement = (
-                select(Image.sha256, Embedding.vector)
-                .join(Embedding, Embedding.image_id == Image.id)
-                .where(Image.sha256.in_(ordered[start : start + 500]), *_of(model))
-            )
-            found |= {sha: as_vector(data) for sha, data in session.execute(statement)}
+            rows = session.execute(statement(ordered[start : start + 500]))
+            found |= {key: as_vector(data) for key, data in rows}
     return found
 
 

@@ -320,8 +320,14 @@ class StoreWriter:
             session.flush()  # the new images get their ids
             found = analysed.values()
             insert_tags(session, [(each.image.id, each.tags) for each in found])
-            vectors = [(each.image.id, each.model, each.vector) for each in found]
-            insert_embeddings(session, [(i, m, v) for i, m, v in vectors if v is not None])
+            insert_embeddings(
+                session,
+                [
+                    (each.image.id, each.model, each.vector)
+                    for each in found
+                    if each.vector is not None
+                ],
+            )
 
     def _write_one(
         self, session: Session, rows: Rows, op: Any, now: Any, analysed: dict[str, _Analysed]
